@@ -1,0 +1,80 @@
+"""The service's errors: one base class carrying the HTTP status, one JSON shape everywhere.
+
+    ServiceError (500)
+    ├── InvalidInput (422)        a field is present but unusable: names the field
+    │   └── UnsupportedMediaType (415)  bytes are not a supported image/audio format
+    ├── PayloadTooLarge (413)     a part or the whole body is over its limit
+    ├── ModelNotFound (404)
+    ├── ModelNotReady (503)       still loading, failed to load, or draining
+    ├── Overloaded (429)          the model's queue is full; carries Retry-After
+    ├── RequestTimeout (504)      the request waited longer than its deadline
+    └── InferenceFailed (500)     ONNX Runtime failed on a batch
+
+Libraries' exceptions (Pillow, soundfile, tokenizers, onnxruntime) are translated into these
+where they occur, with ``raise ... from exc`` so the cause stays in the log.
+The JSON shape is ``{"error": {"code", "message", "field", "request_id"}}``.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidInput(ServiceError):
+    status_code = 422
+    code = "invalid_input"
+
+
+class UnsupportedMediaType(InvalidInput):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ModelNotFound(ServiceError):
+    status_code = 404
+    code = "model_not_found"
+
+
+class ModelNotReady(ServiceError):
+    status_code = 503
+    code = "model_not_ready"
+
+
+class Overloaded(ServiceError):
+    status_code = 429
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class RequestTimeout(ServiceError):
+    status_code = 504
+    code = "timeout"
+
+
+class InferenceFailed(ServiceError):
+    status_code = 500
+    code = "inference_failed"
