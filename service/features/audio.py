@@ -1,0 +1,85 @@
+"""Audio bytes -> float32 ``(coefficients, frames)`` as the manifest's recipe says.
+
+Decoding is libsndfile's (through soundfile): WAV (8/16/24/32-bit integer, 32/64-bit float),
+FLAC, OGG/Vorbis, Opus and MP3 — whatever the linked libsndfile reads. The format comes from the
+bytes. Length is checked from the header before decoding, so an hour-long upload is refused
+without being decoded. Resampling is soxr's (what librosa uses by default), which releases
+the GIL. The spectral part is :mod:`service.features.spectral`.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.features.spectral import extractor_for
+from service.manifest import AudioRecipe
+
+FIELD = "audio"
+
+
+def decode_audio(data: bytes, *, max_seconds: float) -> tuple[np.ndarray, int]:
+    """Decode an upload to mono float32 at its own sample rate."""
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            sample_rate, frames = f.samplerate, f.frames
+            if sample_rate <= 0:
+                raise InvalidInput("audio declares no sample rate", field=FIELD)
+            # Some containers (MP3, OGG streams) report no frame count; check after decoding.
+            if 0 < frames and frames / sample_rate > max_seconds:
+                raise PayloadTooLarge(
+                    f"audio is {frames / sample_rate:.2f} s long; the limit is {max_seconds:g} s",
+                    field=FIELD,
+                )
+            samples = f.read(dtype="float32", always_2d=True)
+    except sf.LibsndfileError as exc:
+        if "unknown format" in str(exc).lower() or "format not recognised" in str(exc).lower():
+            raise UnsupportedMediaType(
+                "not a supported audio file (WAV, FLAC, OGG/Vorbis, Opus or MP3)", field=FIELD
+            ) from exc
+        raise InvalidInput(f"unreadable audio: {exc}", field=FIELD) from exc
+    except (RuntimeError, ValueError, TypeError, EOFError) as exc:
+        raise InvalidInput(f"corrupt or truncated audio: {exc}", field=FIELD) from exc
+    if samples.shape[0] == 0:
+        raise InvalidInput("audio contains no samples", field=FIELD)
+    if samples.shape[0] / sample_rate > max_seconds:
+        raise PayloadTooLarge(
+            f"audio is {samples.shape[0] / sample_rate:.2f} s long; the limit is {max_seconds:g} s",
+            field=FIELD,
+        )
+    mono = samples.mean(axis=1, dtype=np.float32)
+    if not np.all(np.isfinite(mono)):
+        raise InvalidInput("audio contains NaN or infinite samples", field=FIELD)
+    return mono, sample_rate
+
+
+def fit_clip(samples: np.ndarray, sample_rate: int, recipe: AudioRecipe) -> np.ndarray:
+    """Mono samples at any rate -> float32 of exactly ``recipe.clip_samples``."""
+    if sample_rate != recipe.sample_rate:
+        samples = soxr.resample(samples, sample_rate, recipe.sample_rate, quality="HQ")
+    target = recipe.clip_samples
+    n = samples.shape[0]
+    if n > target:
+        start = (n - target) // 2 if recipe.crop == "center" else 0
+        samples = samples[start : start + target]
+    elif n < target:
+        before = (target - n) // 2 if recipe.pad == "center" else 0
+        samples = np.pad(samples, (before, target - n - before))
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def clip_batch_features(clips: np.ndarray, recipe: AudioRecipe) -> np.ndarray:
+    """``(B, clip_samples)`` -> float32 ``(B, coefficients, frames)``, one FFT for the batch."""
+    return extractor_for(recipe)(clips)
+
+
+def audio_features(data: bytes, recipe: AudioRecipe, *, max_seconds: float) -> np.ndarray:
+    """Uploaded bytes -> the graph's audio input for one row."""
+    samples, sample_rate = decode_audio(data, max_seconds=max_seconds)
+    clip = fit_clip(samples, sample_rate, recipe)
+    features: np.ndarray = clip_batch_features(clip[None, :], recipe)[0]
+    return features
