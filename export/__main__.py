@@ -1,13 +1,13 @@
 """``python -m export``: the command line of the export toolchain.
 
-    python -m export dataset [--regenerate-clips]   build (and cache) the feature pools
-    python -m export train --fusion F --out ckpt.pt train one model, save a checkpoint
-    python -m export export --checkpoint ckpt.pt    package a checkpoint into onnx_models/
-    python -m export build --fusion F               train + export + evaluate one reference model
-    python -m export build-all                      rebuild every reference model + docs
-    python -m export evaluate --model-dir DIR       re-score a model folder through ORT
-    python -m export docs                           regenerate docs/evaluation.md
-    python -m export byom --factory mod:fn --out DIR  export your own torch.nn.Module
+python -m export dataset [--regenerate-clips]   build (and cache) the feature pools
+python -m export train --fusion F --out ckpt.pt train one model, save a checkpoint
+python -m export export --checkpoint ckpt.pt    package a checkpoint into onnx_models/
+python -m export build --fusion F               train + export + evaluate one reference model
+python -m export build-all                      rebuild every reference model + docs
+python -m export evaluate --model-dir DIR       re-score a model folder through ORT
+python -m export docs                           regenerate docs/evaluation.md
+python -m export byom --factory mod:fn --out DIR  export your own torch.nn.Module
 """
 
 from __future__ import annotations
@@ -158,16 +158,27 @@ def cmd_byom(args: argparse.Namespace) -> int:
     from export.byom import export_spec, load_factory
 
     manifest = export_spec(load_factory(args.factory), args.out, tolerance=args.tolerance)
-    _log(f"wrote {args.out} ({manifest.name}/{manifest.version}); parity {manifest.provenance.parity_max_abs_diff}")
+    _log(
+        f"wrote {args.out} ({manifest.name}/{manifest.version}); "
+        f"parity {manifest.provenance.parity_max_abs_diff}"
+    )
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("dataset", help="build and cache the feature pools (optionally re-synthesise the clips)")
-    s.add_argument("--regenerate-clips", action="store_true", help="re-run espeak-ng into export/data/")
+    s = sub.add_parser(
+        "dataset", help="build and cache the feature pools (optionally re-synthesise the clips)"
+    )
+    s.add_argument(
+        "--regenerate-clips", action="store_true", help="re-run espeak-ng into export/data/"
+    )
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_dataset)
 
@@ -178,13 +189,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True)
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("export", help="package a checkpoint: ONNX, parity, evaluation, reports, manifest")
+    s = sub.add_parser(
+        "export", help="package a checkpoint: ONNX, parity, evaluation, reports, manifest"
+    )
     s.add_argument("--checkpoint", type=Path, required=True)
     s.add_argument("--name", default=None, help="default: the reference name of its fusion")
     s.add_argument("--out", type=Path, default=None, help="default: onnx_models/<name>/1")
     s.set_defaults(func=cmd_export)
 
-    for name, helptext in (("build", "train + export + evaluate one reference model"), ("build-all", "rebuild all four reference models and docs/evaluation.md")):
+    for name, helptext in (
+        ("build", "train + export + evaluate one reference model"),
+        ("build-all", "rebuild all four reference models and docs/evaluation.md"),
+    ):
         s = sub.add_parser(name, help=helptext)
         if name == "build":
             s.add_argument("--fusion", choices=FUSIONS, default="cross_attention")
@@ -192,7 +208,9 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--seed", type=int, default=0)
         s.set_defaults(func=cmd_build)
 
-    s = sub.add_parser("evaluate", help="re-score a model folder through ONNX Runtime on the test split")
+    s = sub.add_parser(
+        "evaluate", help="re-score a model folder through ONNX Runtime on the test split"
+    )
     s.add_argument("--model-dir", type=Path, required=True)
     s.add_argument("--json", action="store_true", help="also print every metric")
     s.set_defaults(func=cmd_evaluate)
@@ -201,7 +219,9 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_docs)
 
     s = sub.add_parser("byom", help="export your own torch.nn.Module into a servable folder")
-    s.add_argument("--factory", required=True, help="package.module:function returning an export.byom.ByomSpec")
+    s.add_argument(
+        "--factory", required=True, help="package.module:function returning an export.byom.ByomSpec"
+    )
     s.add_argument("--out", type=Path, required=True, help="e.g. onnx_models/my-model/1")
     s.add_argument("--tolerance", type=float, default=1e-4, help="parity limit (max abs diff)")
     s.set_defaults(func=cmd_byom)

@@ -54,7 +54,17 @@ MODELS_DIR = REPO / "onnx_models"
 CACHE_DIR = REPO / ".cache"
 ARTIFACTS_DIR = REPO / "artifacts"
 VERSION = "1"
-LIBRARIES = ["torch", "onnx", "onnxruntime", "transformers", "tokenizers", "numpy", "scikit-learn", "soxr", "pillow"]
+LIBRARIES = [
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "transformers",
+    "tokenizers",
+    "numpy",
+    "scikit-learn",
+    "soxr",
+    "pillow",
+]
 
 
 def library_versions() -> dict[str, str]:
@@ -76,8 +86,16 @@ def reference_tokenizer(cfg: DataConfig) -> Tokenizer:
 def graph_specs(dim: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Graph inputs and outputs of the reference models."""
     inputs = [
-        TensorSpec(name="image", dtype="float32", shape=["batch", 1, IMAGE_RECIPE.height, IMAGE_RECIPE.width]),
-        TensorSpec(name="audio", dtype="float32", shape=["batch", AUDIO_RECIPE.coefficients, AUDIO_RECIPE.frames]),
+        TensorSpec(
+            name="image",
+            dtype="float32",
+            shape=["batch", 1, IMAGE_RECIPE.height, IMAGE_RECIPE.width],
+        ),
+        TensorSpec(
+            name="audio",
+            dtype="float32",
+            shape=["batch", AUDIO_RECIPE.coefficients, AUDIO_RECIPE.frames],
+        ),
         TensorSpec(name="input_ids", dtype="int64", shape=["batch", "tokens"]),
         TensorSpec(name="attention_mask", dtype="int64", shape=["batch", "tokens"]),
         TensorSpec(name="presence", dtype="float32", shape=["batch", 3]),
@@ -99,7 +117,8 @@ def reference_manifest(
         name=name,
         version=VERSION,
         description=(
-            f"Digit 0-9 from any non-empty subset of a handwritten image, a spoken clip and a typed "
+            "Digit 0-9 from any non-empty subset of a handwritten image, a spoken clip and a "
+            "typed "
             f"text ({fusion} fusion); also says whether the given modalities show the same digit."
         ),
         inputs=inputs,
@@ -108,7 +127,9 @@ def reference_manifest(
         presence_input="presence",
         modalities=ModalityRecipes(image=IMAGE_RECIPE, audio=AUDIO_RECIPE, text=TEXT_RECIPE),
         tasks=[
-            TaskSpec(name="digit", output="digit_probs", labels=DIGIT_LABELS, description="Which digit."),
+            TaskSpec(
+                name="digit", output="digit_probs", labels=DIGIT_LABELS, description="Which digit."
+            ),
             TaskSpec(
                 name="consistent",
                 output="consistent_probs",
@@ -125,7 +146,9 @@ def reference_manifest(
     )
 
 
-def int8_figures(onnx_path: Path, results: dict[str, Any], cfg: DataConfig, pools: Pools) -> dict[str, Any]:
+def int8_figures(
+    onnx_path: Path, results: dict[str, Any], cfg: DataConfig, pools: Pools
+) -> dict[str, Any]:
     """Quantise to a temporary file; accuracy change per subset and speed ratio (batch 32)."""
     with tempfile.TemporaryDirectory() as tmp:
         q_path = quantize_int8(onnx_path, Path(tmp) / "model.int8.onnx")
@@ -193,7 +216,10 @@ def package(
     log(f"{name}: parity {diff:.2e} over {cases} cases, batch invariance {invariance:.2e}")
     results = evaluate(ort_runner(onnx_path), data_cfg, test_pools)
     int8 = int8_figures(onnx_path, results, data_cfg, test_pools)
-    log(f"{name}: digit accuracy {accuracies(results)}; int8 {int8['accuracy_change_pp']:+.2f} pp, {int8['speedup']:.2f}x")
+    log(
+        f"{name}: digit accuracy {accuracies(results)}; "
+        f"int8 {int8['accuracy_change_pp']:+.2f} pp, {int8['speedup']:.2f}x"
+    )
     provenance = Provenance(
         created_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
         opset=OPSET,
@@ -210,7 +236,9 @@ def package(
         train_config={k: v for k, v in train_cfg.to_dict().items() if k != "extra"},
         data_config=data_cfg.to_dict(),
     )
-    manifest = reference_manifest(name, model.cfg.fusion, model.cfg.dim, provenance, key_figures(results, int8, test_pools))
+    manifest = reference_manifest(
+        name, model.cfg.fusion, model.cfg.dim, provenance, key_figures(results, int8, test_pools)
+    )
     write_manifest(manifest, out_dir)
     write_confusion_png(results, out_dir / "confusion_digit.png", f"{name} ({model.cfg.fusion})")
     write_report(
@@ -241,7 +269,9 @@ def build_reference(
     data_cfg = data_cfg or DataConfig()
     train_cfg = train_cfg or TrainConfig()
     tokenizer = reference_tokenizer(data_cfg)
-    model_cfg = replace(model_cfg or ModelConfig(), fusion=fusion, vocab_size=tokenizer.get_vocab_size())
+    model_cfg = replace(
+        model_cfg or ModelConfig(), fusion=fusion, vocab_size=tokenizer.get_vocab_size()
+    )
     name = name or MODEL_NAMES[fusion]
     train_pools = cached_pools(data_cfg, "train", tokenizer, cache_dir)
     test_pools = cached_pools(data_cfg, "test", tokenizer, cache_dir)
@@ -271,7 +301,9 @@ def folder_data_config(manifest: Manifest) -> DataConfig:
     return DataConfig(**extra.get("data_config", {}))
 
 
-def evaluate_folder(model_dir: Path, *, model_file: str | None = None) -> tuple[Manifest, dict[str, Any], Pools]:
+def evaluate_folder(
+    model_dir: Path, *, model_file: str | None = None
+) -> tuple[Manifest, dict[str, Any], Pools]:
     """Rebuild the test split with the folder's tokenizer and score its graph through ORT."""
     from service.features.text import load_tokenizer
     from service.manifest import load_manifest

@@ -71,7 +71,9 @@ def _numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def default_dynamic_axes(inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, dict[int, str]]:
+def default_dynamic_axes(
+    inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+) -> dict[str, dict[int, str]]:
     """``batch`` on axis 0 of everything; ``tokens`` on axis 1 of 2-D integer inputs."""
     axes: dict[str, dict[int, str]] = {}
     for name, arr in inputs.items():
@@ -95,12 +97,16 @@ def tensor_specs(values: Sequence[onnx.ValueInfoProto]) -> list[TensorSpec]:
     return specs
 
 
-def _torch_outputs(module: nn.Module, inputs: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
+def _torch_outputs(
+    module: nn.Module, inputs: Mapping[str, np.ndarray], names: Sequence[str]
+) -> dict[str, np.ndarray]:
     with torch.no_grad():
         out = module(*[torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()])
     outs = (out,) if isinstance(out, torch.Tensor) else tuple(out)
     if len(outs) != len(names):
-        raise ValueError(f"module returned {len(outs)} outputs but {len(names)} output_names were given")
+        raise ValueError(
+            f"module returned {len(outs)} outputs but {len(names)} output_names were given"
+        )
     return {n: _numpy(o) for n, o in zip(names, outs, strict=True)}
 
 
@@ -201,4 +207,11 @@ def export_spec(spec: ByomSpec, out_dir: Path, tolerance: float = 1e-4) -> Manif
     )
 
 
-__all__ = ["MANIFEST_FILENAME", "ByomSpec", "ParityError", "export_model", "export_spec", "load_factory"]
+__all__ = [
+    "MANIFEST_FILENAME",
+    "ByomSpec",
+    "ParityError",
+    "export_model",
+    "export_spec",
+    "load_factory",
+]

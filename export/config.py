@@ -114,7 +114,7 @@ class TrainConfig:
     p_inconsistent: float = 0.3  # rows with >= 2 modalities: one modality shows another digit
     digit_weight: float = 1.0
     consistent_weight: float = 0.5
-    threads: int = 2
+    threads: int = 1  # 2 OpenMP threads on 2 shared, busy cores were 8x slower than 1
     log_every: int = 100
     extra: dict[str, object] = field(default_factory=dict)
 

@@ -126,7 +126,12 @@ def audio_pool(cfg: DataConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
     waves, labels = audio_waveforms(cfg, split)
     feats = []
     for start in range(0, len(waves), 512):
-        chunk = np.stack([fit_clip(w, AUDIO_RECIPE.sample_rate, AUDIO_RECIPE) for w in waves[start : start + 512]])
+        chunk = np.stack(
+            [
+                fit_clip(w, AUDIO_RECIPE.sample_rate, AUDIO_RECIPE)
+                for w in waves[start : start + 512]
+            ]
+        )
         feats.append(clip_batch_features(chunk, AUDIO_RECIPE))
     return np.concatenate(feats).astype(np.float32), labels
 

@@ -83,7 +83,11 @@ def task_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     if n_classes == 2:
         auc = float(roc_auc_score(y, probs[:, 1]))
     else:
-        auc = float(roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=list(range(n_classes))))
+        auc = float(
+            roc_auc_score(
+                y, probs, multi_class="ovr", average="macro", labels=list(range(n_classes))
+            )
+        )
     return {
         "accuracy": round(float((pred == y).mean()), 4),
         "macro_precision": round(float(p), 4),
@@ -98,12 +102,19 @@ def evaluate(run: Runner, cfg: DataConfig, pools: Pools) -> dict[str, Any]:
     """Both tasks on every subset: {"digit": {subset: metrics}, "consistent": {...},
     "contributions": {subset: mean weights}, "rows": n}."""
     rows = test_rows(cfg, pools)
-    out: dict[str, Any] = {"rows": len(rows.digit), "digit": {}, "consistent": {}, "contributions": {}}
+    out: dict[str, Any] = {
+        "rows": len(rows.digit),
+        "digit": {},
+        "consistent": {},
+        "contributions": {},
+    }
     for presence in SUBSETS:
         name = subset_name(presence)
         pred = predict(run, pools, rows, presence)
         out["digit"][name] = task_metrics(rows.digit, pred["digit_probs"])
-        out["contributions"][name] = [round(float(x), 3) for x in pred["contributions"].mean(axis=0)]
+        out["contributions"][name] = [
+            round(float(x), 3) for x in pred["contributions"].mean(axis=0)
+        ]
         if sum(presence) >= 2:
             mixed = consistency_rows(cfg, pools, presence)
             pred = predict(run, pools, mixed, presence)

@@ -46,7 +46,9 @@ def render_upload(digit: np.ndarray, rng: np.random.Generator, heavy: bool) -> I
     cx = cy = side / 2
     c = cx - a * (cx + tx) - b * (cy + ty)
     f = cy - d * (cx + tx) - e * (cy + ty)
-    ink = ink.transform((side, side), Image.Transform.AFFINE, (a, b, c, d, e, f), Image.Resampling.BILINEAR)
+    ink = ink.transform(
+        (side, side), Image.Transform.AFFINE, (a, b, c, d, e, f), Image.Resampling.BILINEAR
+    )
     # Canvas of random size/aspect; the digit sits at a random place with a margin.
     width = int(rng.integers(32, 64))
     height = int(rng.integers(32, 64))

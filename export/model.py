@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel
 
@@ -65,8 +64,10 @@ class AudioEncoder(nn.Module):
     def __init__(self, coefficients: int, dim: int) -> None:
         super().__init__()
         self.convs = nn.Sequential(
-            _block1d(coefficients, 64, 5), nn.MaxPool1d(2),  # (B, 64, F/2)
-            _block1d(64, 64, 5), nn.MaxPool1d(2),  # (B, 64, F/4)
+            _block1d(coefficients, 64, 5),
+            nn.MaxPool1d(2),  # (B, 64, F/2)
+            _block1d(64, 64, 5),
+            nn.MaxPool1d(2),  # (B, 64, F/4)
             _block1d(64, 96, 3),  # (B, 96, F/4)
         )
         self.proj = nn.Linear(2 * 96, dim)
@@ -206,7 +207,10 @@ class DigitModel(nn.Module):
             nn.Linear(cfg.dim, cfg.dim), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.dim, 10)
         )
         self.consistent_head = nn.Sequential(
-            nn.Linear(cfg.dim + 3, cfg.dim), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.dim, 2)
+            nn.Linear(cfg.dim + 3, cfg.dim),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.dim, 2),
         )
 
     def logits(
@@ -236,5 +240,7 @@ class DigitModel(nn.Module):
         presence: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Graph outputs: digit_probs, consistent_probs, contributions, embedding."""
-        digit, consistent, weights, z = self.logits(image, audio, input_ids, attention_mask, presence)
+        digit, consistent, weights, z = self.logits(
+            image, audio, input_ids, attention_mask, presence
+        )
         return torch.softmax(digit, dim=-1), torch.softmax(consistent, dim=-1), weights, z

@@ -104,5 +104,7 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     """Dynamic int8 quantisation of weights (MatMul/Gemm; activations quantised at run time)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    quantize_dynamic(
+        str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+    )
     return dst

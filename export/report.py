@@ -44,12 +44,24 @@ def write_confusion_png(results: dict[str, Any], path: Path, title: str) -> Path
         ax.set_ylabel("true", fontsize=8)
         for (i, j), v in np.ndenumerate(cm):
             if v:
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=6,
-                        color="white" if v > cm.max() / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(v),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if v > cm.max() / 2 else "black",
+                )
     last = axes.flat[-1]
     last.axis("off")
-    last.text(0.0, 0.5, f"{title}\n\ndigit task, test split\n{results['rows']} rows per subset",
-              fontsize=11, va="center")
+    last.text(
+        0.0,
+        0.5,
+        f"{title}\n\ndigit task, test split\n{results['rows']} rows per subset",
+        fontsize=11,
+        va="center",
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -90,25 +102,33 @@ def write_report(
         "",
         "| modalities | image | audio | text |",
         "|---|---:|---:|---:|",
-        *[f"| {k} | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} |" for k, v in results["contributions"].items()],
+        *[
+            f"| {k} | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} |"
+            for k, v in results["contributions"].items()
+        ],
         "",
         "## Dynamic int8 quantisation (not shipped)",
         "",
-        f"- three-modality digit accuracy: fp32 {int8['fp32_accuracy']:.4f}, int8 {int8['int8_accuracy']:.4f} "
+        f"- three-modality digit accuracy: fp32 {int8['fp32_accuracy']:.4f}, "
+        f"int8 {int8['int8_accuracy']:.4f} "
         f"(change {int8['accuracy_change_pp']:+.2f} pp); largest change over all subsets "
         f"{int8['max_abs_change_pp']:.2f} pp",
-        f"- speed, batch 32, 2 threads: fp32 {int8['fp32_ms']:.2f} ms, int8 {int8['int8_ms']:.2f} ms "
+        f"- speed, batch 32, 2 threads: fp32 {int8['fp32_ms']:.2f} ms, "
+        f"int8 {int8['int8_ms']:.2f} ms "
         f"(int8 is {int8['speedup']:.2f}x the speed of fp32)",
         f"- size: fp32 {int8['fp32_bytes'] / 1e6:.2f} MB, int8 {int8['int8_bytes'] / 1e6:.2f} MB",
         "",
         "## Export checks",
         "",
-        f"- parity ONNX Runtime vs PyTorch, batch 1 and 8 x 7 subsets ({provenance['parity_cases']} cases): "
+        "- parity ONNX Runtime vs PyTorch, batch 1 and 8 x 7 subsets "
+        f"({provenance['parity_cases']} cases): "
         f"max abs diff {provenance['parity_max_abs_diff']:.2e}",
         f"- batch invariance (row alone vs inside a mixed, padded batch): max abs diff "
         f"{provenance['batch_invariance_max_abs_diff']:.2e}",
-        f"- training: {provenance['train_seconds']} s on {provenance['train_config']['threads']} CPU threads, "
-        f"{provenance['train_config']['steps']} steps of {provenance['train_config']['batch_size']}, "
+        f"- training: {provenance['train_seconds']} s on "
+        f"{provenance['train_config']['threads']} CPU thread(s), "
+        f"{provenance['train_config']['steps']} steps of "
+        f"{provenance['train_config']['batch_size']} rows, "
         f"seed {provenance['seed']}",
         "",
     ]
@@ -138,11 +158,15 @@ def write_evaluation_doc(manifests: list[Any], path: Path) -> Path:
     ]
     for m in manifests:
         acc = m.evaluation["digit_accuracy"]
-        lines.append(f"| {m.name} ({m.fusion}) | " + " | ".join(f"{acc[s]:.4f}" for s in subsets) + " |")
+        lines.append(
+            f"| {m.name} ({m.fusion}) | " + " | ".join(f"{acc[s]:.4f}" for s in subsets) + " |"
+        )
     lines += ["", "## Digit macro F1", "", head, rule]
     for m in manifests:
         f1 = m.evaluation["digit_macro_f1"]
-        lines.append(f"| {m.name} ({m.fusion}) | " + " | ".join(f"{f1[s]:.4f}" for s in subsets) + " |")
+        lines.append(
+            f"| {m.name} ({m.fusion}) | " + " | ".join(f"{f1[s]:.4f}" for s in subsets) + " |"
+        )
     lines += [
         "",
         "## Consistency accuracy (do the present modalities show the same digit?)",
@@ -152,23 +176,34 @@ def write_evaluation_doc(manifests: list[Any], path: Path) -> Path:
     ]
     for m in manifests:
         acc = m.evaluation["consistent_accuracy"]
-        lines.append(f"| {m.name} ({m.fusion}) | " + " | ".join(f"{acc[s]:.4f}" for s in pairs) + " |")
+        lines.append(
+            f"| {m.name} ({m.fusion}) | " + " | ".join(f"{acc[s]:.4f}" for s in pairs) + " |"
+        )
     lines += [
         "",
         "## Export checks and int8",
         "",
-        "| model | parity max abs diff | batch invariance | int8 accuracy change (3 modalities) | int8 speed | train s |",
+        "| model | parity max abs diff | batch invariance | "
+        "int8 accuracy change (3 modalities) | int8 speed | train s |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for m in manifests:
         p, q = m.provenance, m.evaluation["int8"]
         extra = p.model_extra or {}
         lines.append(
-            f"| {m.name} | {p.parity_max_abs_diff:.1e} | {extra.get('batch_invariance_max_abs_diff', 0):.1e} | "
-            f"{q['accuracy_change_pp']:+.2f} pp | {q['speedup']:.2f}x | {extra.get('train_seconds', '')} |"
+            f"| {m.name} | {p.parity_max_abs_diff:.1e} | "
+            f"{extra.get('batch_invariance_max_abs_diff', 0):.1e} | "
+            f"{q['accuracy_change_pp']:+.2f} pp | {q['speedup']:.2f}x | "
+            f"{extra.get('train_seconds', '')} |"
         )
-    lines += ["", "Per-model reports (precision, recall, ROC-AUC, confusion matrices): "
-              + ", ".join(f"[{m.name}](../onnx_models/{m.name}/{m.version}/report.md)" for m in manifests), ""]
+    lines += [
+        "",
+        "Per-model reports (precision, recall, ROC-AUC, confusion matrices): "
+        + ", ".join(
+            f"[{m.name}](../onnx_models/{m.name}/{m.version}/report.md)" for m in manifests
+        ),
+        "",
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

@@ -85,9 +85,7 @@ def generate(out_dir: Path = DATA_DIR, seed: int = 0) -> list[Clip]:
             peak = float(np.max(np.abs(samples))) or 1.0
             pcm = np.round(samples / peak * 0.9 * 32767).astype(np.int16)
             pieces.append(pcm)
-            clips.append(
-                Clip(voice, lang, variant, split, digit, speed, pitch, offset, len(pcm))
-            )
+            clips.append(Clip(voice, lang, variant, split, digit, speed, pitch, offset, len(pcm)))
             offset += len(pcm)
     out_dir.mkdir(parents=True, exist_ok=True)
     sf.write(

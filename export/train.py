@@ -40,7 +40,9 @@ def sample_batch(
     partial = SUBSETS[:-1]
     presence = np.array(
         [
-            SUBSETS[-1] if rng.random() < cfg.p_all_present else partial[int(rng.integers(len(partial)))]
+            SUBSETS[-1]
+            if rng.random() < cfg.p_all_present
+            else partial[int(rng.integers(len(partial)))]
             for _ in range(b)
         ],
         dtype=np.float32,
@@ -72,12 +74,15 @@ def train(
 ) -> tuple[DigitModel, dict[str, float]]:
     """Train a ``DigitModel`` on ``pools``; returns it in eval mode and timing/loss figures."""
     torch.set_num_threads(train_cfg.threads)
+    torch.set_flush_denormal(True)  # tiny activations late in training are slow on CPU
     torch.manual_seed(train_cfg.seed)
     torch.use_deterministic_algorithms(True)
     rng = np.random.default_rng(train_cfg.seed)
     groups = [pools.by_digit(m) for m in MODALITIES]
     model = DigitModel(model_cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay
+    )
     model.train()
     start = time.perf_counter()
     running = 0.0
@@ -98,6 +103,12 @@ def train(
         value = loss.item()
         running = 0.95 * running + 0.05 * value if step else value
         if train_cfg.log_every and (step + 1) % train_cfg.log_every == 0:
-            log(f"step {step + 1}/{train_cfg.steps} loss {running:.4f} ({time.perf_counter() - start:.0f} s)")
+            log(
+                f"step {step + 1}/{train_cfg.steps} loss {running:.4f} "
+                f"({time.perf_counter() - start:.0f} s)"
+            )
     model.eval()
-    return model, {"train_seconds": round(time.perf_counter() - start, 1), "final_loss": round(running, 4)}
+    return model, {
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "final_loss": round(running, 4),
+    }

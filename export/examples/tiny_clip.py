@@ -13,7 +13,8 @@ Absent modalities are masked with ``presence`` so they never change the answer. 
 tokenizer is a small WordPiece trained on the spot (``export.tokenizer``), saved as a
 transformers folder next to the model.
 
-    python -m export byom --factory export.examples.tiny_clip:tiny_clip --out onnx_models/tiny-clip/1
+    python -m export byom --factory export.examples.tiny_clip:tiny_clip \
+        --out onnx_models/tiny-clip/1
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from export.tokenizer import save_tokenizer, train_tokenizer
 from service.features.text import encode_text
 from service.manifest import ImageRecipe, TextRecipe
 
-WORDS = "a photo of the number digit one two three four five six seven eight nine zero cat dog".split()
+WORDS = (
+    "a photo of the number digit one two three four five six seven eight nine zero cat dog".split()
+)
 
 
 class ServableClip(nn.Module):
@@ -99,10 +102,21 @@ def tiny_clip(tokenizer_dir: Path | None = None) -> ByomSpec:
     tok = train_tokenizer(texts, vocab_size=120)
     folder = tokenizer_dir or Path(tempfile.mkdtemp(prefix="tiny-clip-tok-"))
     save_tokenizer(tok, folder, max_length=16)
-    text_recipe = TextRecipe(input_ids="input_ids", attention_mask="attention_mask", tokenizer_dir="tokenizer", max_length=16)
+    text_recipe = TextRecipe(
+        input_ids="input_ids",
+        attention_mask="attention_mask",
+        tokenizer_dir="tokenizer",
+        max_length=16,
+    )
     image_recipe = ImageRecipe(
-        input="image", height=32, width=32, mode="RGB", resize="bicubic", keep_aspect=False,
-        mean=[0.4815, 0.4578, 0.4082], std=[0.2686, 0.2613, 0.2758],
+        input="image",
+        height=32,
+        width=32,
+        mode="RGB",
+        resize="bicubic",
+        keep_aspect=False,
+        mean=[0.4815, 0.4578, 0.4082],
+        std=[0.2686, 0.2613, 0.2758],
     )
     rows = [encode_text(t, tok, text_recipe) for t in ("a photo of a cat", "seven")]
     width = max(len(ids) for ids, _ in rows)
