@@ -32,7 +32,7 @@ from export.config import (
     ModelConfig,
     TrainConfig,
 )
-from export.dataset import Pools, assemble, cached_pools, test_rows, texts
+from export.dataset import Pools, assemble, cached_pools, split_rows, texts
 from export.evaluate import accuracies, evaluate, ort_runner, speed
 from export.model import DigitModel
 from export.onnx_export import OPSET, batch_invariance, export_graph, parity, quantize_int8
@@ -208,7 +208,7 @@ def package(
     if tok_dir.exists():
         shutil.rmtree(tok_dir)
     save_tokenizer(tokenizer, tok_dir, TEXT_RECIPE.max_length)
-    rows = test_rows(data_cfg, test_pools)
+    rows = split_rows(data_cfg, test_pools)
     example = assemble(test_pools, rows.index[:2], np.ones((2, 3), dtype=np.float32))
     onnx_path = export_graph(model, example, out_dir / "model.onnx")
     diff, cases = parity(model, onnx_path, test_pools, rows)

@@ -181,7 +181,7 @@ class Rows:
     consistent: np.ndarray  # (N,) int64, 1 if all present modalities show `digit`
 
 
-def test_rows(cfg: DataConfig, pools: Pools) -> Rows:
+def split_rows(cfg: DataConfig, pools: Pools) -> Rows:
     """The fixed, balanced, consistent test rows."""
     rng = _rng(cfg, "test", 3)
     digits = np.arange(cfg.test_rows) % 10
@@ -219,7 +219,7 @@ def consistency_rows(cfg: DataConfig, pools: Pools, presence: tuple[int, ...]) -
     """Test rows for the ``consistent`` task of one subset (half inconsistent)."""
     code = int("".join(map(str, presence)), 2)
     rng = np.random.default_rng([cfg.seed, SPLITS["test"], 4, code])
-    return with_swaps(test_rows(cfg, pools), pools, presence, cfg.inconsistent_p_test, rng)
+    return with_swaps(split_rows(cfg, pools), pools, presence, cfg.inconsistent_p_test, rng)
 
 
 def assemble(pools: Pools, index: np.ndarray, presence: np.ndarray) -> dict[str, np.ndarray]:

@@ -26,7 +26,7 @@ from sklearn.metrics import (
 )
 
 from export.config import DataConfig
-from export.dataset import SUBSETS, Pools, Rows, assemble, consistency_rows, subset_name, test_rows
+from export.dataset import SUBSETS, Pools, Rows, assemble, consistency_rows, split_rows, subset_name
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 OUTPUTS = ["digit_probs", "consistent_probs", "contributions", "embedding"]
@@ -101,7 +101,7 @@ def task_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
 def evaluate(run: Runner, cfg: DataConfig, pools: Pools) -> dict[str, Any]:
     """Both tasks on every subset: {"digit": {subset: metrics}, "consistent": {...},
     "contributions": {subset: mean weights}, "rows": n}."""
-    rows = test_rows(cfg, pools)
+    rows = split_rows(cfg, pools)
     out: dict[str, Any] = {
         "rows": len(rows.digit),
         "digit": {},
@@ -129,7 +129,7 @@ def accuracies(results: dict[str, Any], task: str = "digit") -> dict[str, float]
 
 def speed(run: Runner, pools: Pools, cfg: DataConfig, batch: int = 32, repeats: int = 30) -> float:
     """Median seconds per batch of ``batch`` three-modality rows."""
-    rows = test_rows(cfg, pools)
+    rows = split_rows(cfg, pools)
     inputs = assemble(pools, rows.index[:batch], np.ones((batch, 3), dtype=np.float32))
     run(inputs)
     times = []

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 
 from export.build import package
 from export.config import DataConfig, ModelConfig, TrainConfig
-from export.dataset import SUBSETS, Pools, assemble, test_rows
+from export.dataset import SUBSETS, Pools, assemble, split_rows
 from export.evaluate import ort_runner, torch_runner
 from export.model import DigitModel
 from export.train import train
@@ -68,7 +68,7 @@ def test_train_export_parity_manifest(
     tok = load_tokenizer(tmp_path / "tokenizer")
     assert tok.token_to_id("[PAD]") == 0
     # The graph answers like PyTorch for a service-style batch.
-    rows = test_rows(small_cfg, test_pools)
+    rows = split_rows(small_cfg, test_pools)
     inputs = assemble(test_pools, rows.index[:5], np.ones((5, 3), dtype=np.float32))
     got = ort_runner(tmp_path / "model.onnx")(inputs)
     ref = torch_runner(model)(inputs)
@@ -86,7 +86,7 @@ def test_absent_modalities_are_ignored_exactly(
     torch.manual_seed(0)
     model = DigitModel(replace(ModelConfig(), fusion=fusion, vocab_size=400)).eval()  # type: ignore[arg-type]
     run = torch_runner(model)
-    rows = test_rows(small_cfg, pools)
+    rows = split_rows(small_cfg, pools)
     rng = np.random.default_rng(0)
     for presence in SUBSETS:
         pres = np.tile(np.asarray(presence, dtype=np.float32), (4, 1))

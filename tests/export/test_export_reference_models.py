@@ -10,7 +10,7 @@ import pytest
 
 from export.build import folder_data_config
 from export.config import FUSIONS, MODEL_NAMES
-from export.dataset import SUBSETS, Pools, assemble, build_pools, test_rows
+from export.dataset import SUBSETS, Pools, assemble, build_pools, split_rows
 from export.evaluate import accuracies, evaluate, ort_runner
 from service.features.text import load_tokenizer
 from service.manifest import load_manifest
@@ -61,7 +61,7 @@ def test_graph_contract(folder: Path) -> None:
     assert manifest.batching.max_batch_size == 32
     assert (folder / "model.onnx").stat().st_size <= 10_000_000
     pools = _pools(folder)
-    rows = test_rows(folder_data_config(manifest), pools)
+    rows = split_rows(folder_data_config(manifest), pools)
     run = ort_runner(folder / "model.onnx")
     # A batch mixing every subset, against each row alone (a single row has no padding).
     presence = np.asarray([SUBSETS[i % 7] for i in range(14)], dtype=np.float32)
