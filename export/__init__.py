@@ -7,13 +7,17 @@ Modules, one concern each:
 - ``speech``: synthesise the spoken-digit clip set with espeak-ng (``export/data/clips.flac``);
 - ``textforms``: digits written in words of several languages, typo noise;
 - ``images``: load_digits upscaled, augmented and corrupted into user-like uploads;
+- ``audio_aug``: speed/pitch, channel, shift, gain and noise augmentation of the clips;
 - ``dataset``: per-modality pools of features (built through ``service.features``) and the
   fixed test split;
 - ``tokenizer``: WordPiece tokenizer trained with ``tokenizers``;
 - ``model``: encoders, the four fusion strategies, task heads;
 - ``train``: the training loop (modality dropout, inconsistent rows, weighted task losses);
 - ``onnx_export``: one fused ONNX graph, the ORT-vs-PyTorch parity check, int8 variant;
-- ``evaluate``: metrics per task, per modality subset, reports;
+- ``evaluate``: metrics per task and per modality subset, through ORT or PyTorch;
+- ``report``: report.md, confusion_digit.png per model and docs/evaluation.md;
 - ``build``: rebuild a reference model folder end to end;
-- ``byom``: turn any ``torch.nn.Module`` into a servable folder.
+- ``byom``: turn any ``torch.nn.Module`` into a servable folder (``examples/tiny_clip``).
+
+Command line: ``python -m export --help``; guide: ``docs/export.md``.
 """

@@ -42,7 +42,7 @@ from export.evaluate import ort_runner
 from export.onnx_export import OPSET, export_graph, max_abs_diff
 from service.manifest import MANIFEST_FILENAME, Manifest, TensorSpec, write_manifest
 
-_ONNX_DTYPES = {
+_ONNX_DTYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "float32",
     onnx.TensorProto.FLOAT16: "float16",
     onnx.TensorProto.INT64: "int64",

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
+from sklearn.metrics import (  # type: ignore[import-untyped]
     confusion_matrix,
     precision_recall_fscore_support,
     roc_auc_score,

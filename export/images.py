@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 from PIL import Image, ImageFilter
-from sklearn.datasets import load_digits
+from sklearn.datasets import load_digits  # type: ignore[import-untyped]
 
 
 def load_split(train_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

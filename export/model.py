@@ -55,7 +55,8 @@ class ImageEncoder(nn.Module):
         self.proj = nn.Linear(64 * 4 * 4, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.convs(x).flatten(1))  # (B, 64, 4, 4) -> (B, D)
+        out: torch.Tensor = self.proj(self.convs(x).flatten(1))  # (B, 64, 4, 4) -> (B, D)
+        return out
 
 
 class AudioEncoder(nn.Module):
@@ -74,7 +75,8 @@ class AudioEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.convs(x)
-        return self.proj(torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1))
+        out: torch.Tensor = self.proj(torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1))
+        return out
 
 
 class TextEncoder(nn.Module):
@@ -99,8 +101,9 @@ class TextEncoder(nn.Module):
         self.proj = nn.Linear(cfg.dim, cfg.dim)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
-        return self.proj(out.last_hidden_state[:, 0])  # [CLS] -> (B, D)
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        out: torch.Tensor = self.proj(hidden[:, 0])  # [CLS] -> (B, D)
+        return out
 
 
 def masked_softmax(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ def write_confusion_png(results: dict[str, Any], path: Path, title: str) -> Path
     import matplotlib.pyplot as plt
 
     subsets = list(results["digit"])
-    fig, axes = plt.subplots(2, 4, figsize=(16, 8.4))
+    fig, axes = plt.subplots(2, 4, figsize=(16, 9))
     for ax, name in zip(axes.flat, subsets, strict=False):
         cm = np.asarray(results["digit"][name]["confusion"])
         ax.imshow(cm, cmap="Blues")
@@ -62,7 +62,7 @@ def write_confusion_png(results: dict[str, Any], path: Path, title: str) -> Path
         fontsize=11,
         va="center",
     )
-    fig.tight_layout()
+    fig.tight_layout(h_pad=2.0)
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path

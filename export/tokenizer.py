@@ -41,7 +41,7 @@ def save_tokenizer(tok: Tokenizer, folder: Path, max_length: int) -> Path:
     """Write a transformers tokenizer folder (tokenizer.json, tokenizer_config.json, ...)."""
     from transformers import PreTrainedTokenizerFast
 
-    fast = PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         unk_token="[UNK]",
         pad_token="[PAD]",

@@ -97,7 +97,7 @@ def train(
         for group in opt.param_groups:
             group["lr"] = _lr(step, train_cfg)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         value = loss.item()

@@ -90,10 +90,11 @@ def build_clip(vocab_size: int, eos_id: int, image_size: int = 32) -> CLIPModel:
         },
         projection_dim=16,
     )
-    config._attn_implementation = "eager"
-    config.text_config._attn_implementation = "eager"
-    config.vision_config._attn_implementation = "eager"
-    return CLIPModel(config).eval()
+    for sub_config in (config, config.text_config, config.vision_config):
+        sub_config._attn_implementation = "eager"  # type: ignore[union-attr]
+    model = CLIPModel(config)
+    model.eval()  # type: ignore[no-untyped-call]
+    return model
 
 
 def tiny_clip(tokenizer_dir: Path | None = None) -> ByomSpec:
@@ -132,6 +133,7 @@ def tiny_clip(tokenizer_dir: Path | None = None) -> ByomSpec:
         "presence": np.ones((2, 2), dtype=np.float32),
     }
     eos = tok.token_to_id("[SEP]")
+    assert eos is not None
     module = ServableClip(build_clip(tok.get_vocab_size(), eos))
     fields = {
         "name": "tiny-clip",
