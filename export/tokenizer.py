@@ -1,33 +1,65 @@
-"""A WordPiece tokenizer trained with ``tokenizers`` and saved as a transformers folder.
+"""A WordPiece tokenizer built with ``tokenizers`` and saved as a transformers folder.
 
-BERT-style pipeline: NFD + lower-casing normaliser (accents kept, CJK characters split),
+BERT-style pipeline: lower-casing normaliser (accents kept, CJK characters split),
 whitespace/punctuation pre-tokeniser, WordPiece with ``##`` continuations, and the
 ``[CLS] $A [SEP]`` post-processor. ``[PAD]`` is id 0, as the service pads with id 0.
+
+The vocabulary is learnt from the corpus by a deterministic count, not by
+``tokenizers.trainers.WordPieceTrainer``: that trainer breaks ties between equally frequent
+merges in hash-map order, so two runs on the same corpus give different vocabularies (we
+measured 3 different sets in 6 runs), which would break "deterministic by seed". The count,
+run through the tokenizer's own normaliser and pre-tokeniser, keeps: the special tokens,
+every character seen (alone and as a ``##`` continuation, so any typo still tokenises), then
+whole words by decreasing frequency (ties by spelling) up to ``vocab_size``.
+
 The folder is written by ``PreTrainedTokenizerFast.save_pretrained``; the service reads its
 ``tokenizer.json`` with ``service.features.text.load_tokenizer``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from tokenizers.trainers import WordPieceTrainer
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
+def learn_vocab(
+    texts: Iterable[str],
+    normalizer: normalizers.Normalizer,
+    pre_tokenizer: pre_tokenizers.PreTokenizer,
+    vocab_size: int,
+    min_frequency: int = 2,
+) -> dict[str, int]:
+    """Specials, then sorted characters and ``##`` characters, then frequent whole words."""
+    counts: Counter[str] = Counter()
+    for text in texts:
+        for piece, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            counts[piece] += 1
+    chars = sorted({c for word in counts for c in word})
+    tokens = SPECIALS + chars + [f"##{c}" for c in chars]
+    words = sorted(
+        (w for w, n in counts.items() if n >= min_frequency and len(w) > 1),
+        key=lambda w: (-counts[w], w),
+    )
+    tokens += words[: max(0, vocab_size - len(tokens))]
+    return {token: i for i, token in enumerate(dict.fromkeys(tokens))}
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 400) -> Tokenizer:
-    """Train a WordPiece tokenizer on ``texts`` (deterministic for a given input order)."""
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=32))
-    tok.normalizer = normalizers.BertNormalizer(
+    """Learn a WordPiece tokenizer from ``texts`` (deterministic for a given input)."""
+    normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True
     )
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    vocab = learn_vocab(list(texts), normalizer, pre_tokenizer, vocab_size)
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=32))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.WordPiece()
-    trainer = WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, min_frequency=2)
-    tok.train_from_iterator(list(texts), trainer=trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]

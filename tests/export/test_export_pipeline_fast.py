@@ -118,3 +118,10 @@ def test_training_is_deterministic(
     b, _ = train(cfg, steps, train_pools, log=lambda _: None)
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
+
+
+def test_tokenizer_is_deterministic(small_cfg: DataConfig) -> None:
+    """WordPieceTrainer breaks ties in hash-map order; our vocabulary count does not."""
+    from export.build import reference_tokenizer
+
+    assert reference_tokenizer(small_cfg).to_str() == reference_tokenizer(small_cfg).to_str()
