@@ -30,6 +30,7 @@ from export.config import AUDIO_RECIPE, IMAGE_RECIPE, MODALITIES, TEXT_RECIPE, D
 from export.images import load_split, render_upload
 from export.speech import load_clips
 from export.textforms import digit_text
+from export.tokenizer import canonical
 from service.features.audio import clip_batch_features, fit_clip
 from service.features.image import preprocess_image
 from service.features.text import encode_text
@@ -160,7 +161,9 @@ def build_pools(cfg: DataConfig, split: str, tokenizer: Tokenizer) -> Pools:
 def cached_pools(cfg: DataConfig, split: str, tokenizer: Tokenizer, cache_dir: Path) -> Pools:
     """``build_pools`` memoised on disk, keyed by the config and the tokenizer."""
     key = hashlib.sha256(
-        (repr(cfg) + split + tokenizer.to_str() + repr((IMAGE_RECIPE, AUDIO_RECIPE))).encode()
+        (
+            repr(cfg) + split + canonical(tokenizer).to_str() + repr((IMAGE_RECIPE, AUDIO_RECIPE))
+        ).encode()
     ).hexdigest()[:16]
     path = cache_dir / f"pools-{split}-{key}.npz"
     if path.exists():

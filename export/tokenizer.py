@@ -69,12 +69,22 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 400) -> Tokenizer:
     return tok
 
 
+def canonical(tok: Tokenizer) -> Tokenizer:
+    """A copy without truncation or padding state. ``service.features.text.encode_text``
+    enables truncation on the tokenizer it is given; that state must not leak into saved
+    folders or cache keys (the recipe's max_length is the single source of truth)."""
+    copy = Tokenizer.from_str(tok.to_str())
+    copy.no_truncation()
+    copy.no_padding()
+    return copy
+
+
 def save_tokenizer(tok: Tokenizer, folder: Path, max_length: int) -> Path:
     """Write a transformers tokenizer folder (tokenizer.json, tokenizer_config.json, ...)."""
     from transformers import PreTrainedTokenizerFast
 
     fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=tok,
+        tokenizer_object=canonical(tok),
         unk_token="[UNK]",
         pad_token="[PAD]",
         cls_token="[CLS]",
