@@ -9,7 +9,6 @@ import pytest
 
 from service.deploy import nginx
 from service.deploy.replicas import nginx_binary
-from service.settings import Settings
 
 VALUES = {"NGINX_PORT": "127.0.0.1:8080", "MMSERVE_MAX_BODY_BYTES": "25000000"}
 
@@ -39,12 +38,6 @@ def test_placeholders_are_the_documented_ones() -> None:
 def test_a_missing_value_is_an_error() -> None:
     with pytest.raises(ValueError, match="NGINX_PORT"):
         nginx.render(nginx.TEMPLATE.read_text(), ["127.0.0.1:9001"], {})
-
-
-def test_body_limit_default_matches_the_service() -> None:
-    # docker-compose.yml passes one variable to both; its default must be the service's.
-    compose = (nginx.TEMPLATE.parents[1] / "docker-compose.yml").read_text()
-    assert f"MMSERVE_MAX_BODY_BYTES:-{Settings().limits.max_body_bytes}" in compose
 
 
 @pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed (apt-get install nginx)")
