@@ -91,7 +91,7 @@ class Cluster:
     port: int = 0
     env: Mapping[str, str] = field(default_factory=dict)
     workdir: Path | None = None
-    children: list[Child] = field(default_factory=list, init=False)
+    servers: list[Child] = field(default_factory=list, init=False)
     nginx: Child | None = field(default=None, init=False)
     _owns_workdir: bool = field(default=False, init=False)
 
@@ -112,9 +112,9 @@ class Cluster:
         self.workdir.chmod(0o755)
         try:
             for index in range(self.replicas):
-                self.children.append(self._start_replica(index))
+                self.servers.append(self._start_replica(index))
             deadline = time.monotonic() + timeout_s
-            for child in self.children:
+            for child in self.servers:
                 _wait_ready(child, deadline)
             self.nginx = self._start_nginx(binary)
             _wait_ready(self.nginx, deadline)
@@ -138,7 +138,7 @@ class Cluster:
             "MMSERVE_MAX_BODY_BYTES": str(_max_body_bytes(self.env)),
             "NGINX_ACCESS_LOG": str(self.workdir / "access.log"),
         }
-        upstreams = [child.address for child in self.children]
+        upstreams = [child.address for child in self.servers]
         site.write_text(nginx.render(nginx.TEMPLATE.read_text(), upstreams, values))
         conf = self.workdir / "nginx.conf"
         conf.write_text(nginx.main_config(site, self.workdir))
@@ -156,7 +156,7 @@ class Cluster:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C goes to us; we stop the children in order
+                start_new_session=True,  # Ctrl-C goes to us; we stop the servers in order
             )
         return Child(name, port, process, log_path)
 
@@ -167,9 +167,9 @@ class Cluster:
 
     def stop(self, timeout_s: float = 30.0) -> dict[str, int | None]:
         """SIGTERM every replica, wait for their drain, then stop nginx. Returns exit codes."""
-        for child in self.children:
+        for child in self.servers:
             child.signal(signal.SIGTERM)
-        codes = {child.name: _wait_or_kill(child, timeout_s) for child in self.children}
+        codes = {child.name: _wait_or_kill(child, timeout_s) for child in self.servers}
         if self.nginx is not None:
             self.nginx.signal(signal.SIGQUIT)
             codes[self.nginx.name] = _wait_or_kill(self.nginx, timeout_s)
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cluster = Cluster(replicas=args.replicas, port=args.port)
     cluster.start()  # Ctrl-C while starting: KeyboardInterrupt, and start() stops what it began
-    print(f"nginx on {cluster.url} -> {', '.join(c.url for c in cluster.children)}")
+    print(f"nginx on {cluster.url} -> {', '.join(c.url for c in cluster.servers)}")
     print(f"logs and config in {cluster.workdir}; Ctrl-C stops everything", flush=True)
     with _stop_on_signals() as received:
         while not received:
