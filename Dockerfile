@@ -25,19 +25,21 @@ ENV PATH=/opt/venv/bin:$PATH \
     # own thread pools (MMSERVE_RUNTIME__*); more threads would only contend for the cores.
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
     MMSERVE_RUNTIME__INTRA_OP_THREADS=1 MMSERVE_RUNTIME__FEATURE_THREADS=2 \
-    # numba is not on the serving path; its cache goes somewhere writable should anything JIT.
-    NUMBA_CACHE_DIR=/tmp/numba \
+    # librosa imports numba; a JIT cache made at build time stays in the image.
+    NUMBA_CACHE_DIR=/app/.cache/numba \
     MMSERVE_HOST=0.0.0.0 MMSERVE_PORT=8000 MMSERVE_WORKERS=1 \
     MMSERVE_MODEL_DIR=/app/onnx_models
 WORKDIR /app
 # Code and models belong to root and are read-only for the server's user.
 COPY service ./service
 COPY onnx_models ./onnx_models
-# Warm-up at build: compile every module to bytecode and load every model once (which also
-# proves the image can serve them), so that a new replica is ready in seconds.
 RUN python -m compileall -q service \
- && python -m service.lifecycle --check
+ && mkdir -p /app/.cache && chown mmserve:mmserve /app/.cache
 USER mmserve
+# Warm-up at build, as the server's user: load and warm up every model once. An image that
+# cannot serve its models fails here rather than at deployment, and what start-up caches on
+# disk is in the image.
+RUN python -m service.healthcheck --load
 EXPOSE 8000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-m", "service.healthcheck"]
