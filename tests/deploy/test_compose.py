@@ -131,7 +131,11 @@ def test_nginx_gets_the_repository_template_and_every_value(compose: dict[str, A
     assert target.startswith("/etc/nginx/templates/") and target.endswith(".conf.template")
     assert mode == "ro"
     environment = service["environment"]
-    assert nginx.placeholders(nginx.TEMPLATE.read_text()) <= set(environment)
+    placeholders = nginx.placeholders(nginx.TEMPLATE.read_text())
+    assert placeholders <= set(environment)
+    # The image's entrypoint substitutes only names its filter matches.
+    envsubst_filter = re.compile(environment["NGINX_ENVSUBST_FILTER"])
+    assert all(envsubst_filter.search(name) for name in placeholders)
     # The one server line, rendered with the service's name, reaches every replica's port.
     host, port = environment[nginx.UPSTREAM].split(":")
     assert host in compose["services"]
