@@ -21,11 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.service.tiny_model import build_tiny_model
 
 from service.deploy.replicas import Cluster, nginx_binary
 from service.settings import REPO_ROOT
 from tests.service import media
+from tests.service.tiny_model import build_tiny_model
 
 pytestmark = [
     pytest.mark.slow,
