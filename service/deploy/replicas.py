@@ -123,47 +123,18 @@ class Cluster:
             raise
 
     def _start_replica(self, index: int) -> Child:
+        assert self.workdir is not None
         port = free_port()
         command = [sys.executable, "-m", "service", "serve"]
         command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        return self._spawn(f"replica-{index}", port, command, env)
+        return spawn(f"replica-{index}", port, command, env, self.workdir)
 
     def _start_nginx(self, binary: str) -> Child:
         assert self.workdir is not None
-        port = self.port or free_port()
-        site = self.workdir / "mmserve.conf"
-        values = {
-            "NGINX_PORT": f"127.0.0.1:{port}",
-            "MMSERVE_MAX_BODY_BYTES": str(_max_body_bytes(self.env)),
-            "NGINX_ACCESS_LOG": str(self.workdir / "access.log"),
-        }
         upstreams = [child.address for child in self.servers]
-        site.write_text(nginx.render(nginx.TEMPLATE.read_text(), upstreams, values))
-        conf = self.workdir / "nginx.conf"
-        conf.write_text(nginx.main_config(site, self.workdir))
-        command = [binary, "-e", "stderr", "-p", str(self.workdir), "-c", str(conf)]
-        return self._spawn("nginx", port, command, dict(os.environ))
-
-    def _spawn(self, name: str, port: int, command: list[str], env: dict[str, str]) -> Child:
-        assert self.workdir is not None
-        log_path = self.workdir / f"{name}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command,
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C goes to us; we stop the servers in order
-            )
-        return Child(name, port, process, log_path)
-
-    def access_log(self) -> str:
-        assert self.workdir is not None
-        path = self.workdir / "access.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        port = self.port or free_port()
+        return start_nginx(binary, self.workdir, upstreams, port, _max_body_bytes(self.env))
 
     def stop(self, timeout_s: float = 30.0) -> dict[str, int | None]:
         """SIGTERM every replica, wait for their drain, then stop nginx. Returns exit codes."""
@@ -188,6 +159,38 @@ class Cluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def spawn(name: str, port: int, command: list[str], env: dict[str, str], workdir: Path) -> Child:
+    log_path = workdir / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the script, which stops each in order
+        )
+    return Child(name, port, process, log_path)
+
+
+def start_nginx(
+    binary: str, workdir: Path, upstreams: list[str], port: int, max_body_bytes: int
+) -> Child:
+    """nginx on 127.0.0.1:``port`` with the repository's template, its files in ``workdir``."""
+    values = {
+        "NGINX_PORT": f"127.0.0.1:{port}",
+        "MMSERVE_MAX_BODY_BYTES": str(max_body_bytes),
+        "NGINX_ACCESS_LOG": str(workdir / "access.log"),
+    }
+    site = workdir / "mmserve.conf"
+    site.write_text(nginx.render(nginx.TEMPLATE.read_text(), upstreams, values))
+    conf = workdir / "nginx.conf"
+    conf.write_text(nginx.main_config(site, workdir))
+    command = [binary, "-e", "stderr", "-p", str(workdir), "-c", str(conf)]
+    return spawn("nginx", port, command, dict(os.environ), workdir)
 
 
 def _max_body_bytes(env: Mapping[str, str]) -> int:
