@@ -75,7 +75,7 @@ class Child:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def signal(self, sig: signal.Signals) -> None:
+    def send_signal(self, sig: signal.Signals) -> None:
         if self.process.poll() is None:
             self.process.send_signal(sig)
 
@@ -139,10 +139,10 @@ class Cluster:
     def stop(self, timeout_s: float = 30.0) -> dict[str, int | None]:
         """SIGTERM every replica, wait for their drain, then stop nginx. Returns exit codes."""
         for child in self.servers:
-            child.signal(signal.SIGTERM)
+            child.send_signal(signal.SIGTERM)
         codes = {child.name: _wait_or_kill(child, timeout_s) for child in self.servers}
         if self.nginx is not None:
-            self.nginx.signal(signal.SIGQUIT)
+            self.nginx.send_signal(signal.SIGQUIT)
             codes[self.nginx.name] = _wait_or_kill(self.nginx, timeout_s)
         if self._owns_workdir and self.workdir is not None and not os.environ.get("KEEP_LOGS"):
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -218,7 +218,7 @@ def _wait_or_kill(child: Child, timeout_s: float) -> int | None:
     try:
         return child.wait(timeout_s)
     except subprocess.TimeoutExpired:
-        child.signal(signal.SIGKILL)
+        child.send_signal(signal.SIGKILL)
         child.wait(5.0)
         return None
 
@@ -243,15 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=2, help="serving processes (default 2)")
     parser.add_argument("--port", type=int, default=8080, help="nginx's port (default 8080)")
     args = parser.parse_args(argv)
-    cluster = Cluster(replicas=args.replicas, port=args.port)
+    workdir = Path(tempfile.mkdtemp(prefix="mmserve-replicas-"))  # kept: the logs are there
+    cluster = Cluster(replicas=args.replicas, port=args.port, workdir=workdir)
     cluster.start()  # Ctrl-C while starting: KeyboardInterrupt, and start() stops what it began
     print(f"nginx on {cluster.url} -> {', '.join(c.url for c in cluster.servers)}")
-    print(f"logs and config in {cluster.workdir}; Ctrl-C stops everything", flush=True)
+    print(f"logs and config in {workdir}; Ctrl-C stops everything", flush=True)
     with _stop_on_signals() as received:
         while not received:
             time.sleep(0.2)
         codes = cluster.stop()
-    print("stopped: " + ", ".join(f"{name} {code}" for name, code in codes.items()))
+    print("stopped (exit codes): " + ", ".join(f"{name} {code}" for name, code in codes.items()))
     return 0 if all(code == 0 for code in codes.values()) else 1
 
 

@@ -140,11 +140,11 @@ async def load(cluster: Cluster, events: Events) -> tuple[list[Outcome], httpx.R
         now = time.monotonic()
         if len(outcomes) >= TERM_AFTER and not events.term:
             events.term = now
-            terminated.signal(signal.SIGTERM)
+            terminated.send_signal(signal.SIGTERM)
             slow.append(asyncio.create_task(slow_upload(terminated.url, events)))
         if events.term and not events.kill and now > events.term + GRACE_S / 2:
             events.kill = now  # while replica 1 is still serving its grace period
-            killed.signal(signal.SIGKILL)
+            killed.send_signal(signal.SIGKILL)
         if events.kill and not events.exited and terminated.process.poll() is not None:
             events.exited = now
         if events.exited:

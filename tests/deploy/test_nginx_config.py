@@ -79,7 +79,7 @@ def nginx_without_replicas(tmp_path: Path) -> Iterator[str]:
         except OSError:
             time.sleep(0.05)
     yield proxy.url
-    proxy.signal(signal.SIGQUIT)
+    proxy.send_signal(signal.SIGQUIT)
     assert proxy.wait(10) == 0, proxy.log()
 
 
