@@ -1,7 +1,7 @@
 // The web client of mmserve: pick a model, send any mix of text, image and audio, show the answer.
 //
 // Plain ES module, no build step, no network beyond the service itself. Every URL is relative
-// ("v1/models", never "/v1/models") so the page works behind a proxy or under a path prefix.
+// (v1/models, never /v1/models) so the page works behind a proxy or under a path prefix.
 
 import { blobToWav } from "./wav.js";
 
@@ -248,7 +248,7 @@ async function toggleRecording() {
   const status = $("record-status");
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || !window.MediaRecorder) {
     status.textContent =
-      "This browser cannot record here: the microphone needs HTTPS or http://localhost.";
+      "This browser cannot record here: the microphone needs HTTPS, or a page on localhost.";
     return;
   }
   let stream;
