@@ -492,6 +492,8 @@ function main() {
   $("record").addEventListener("click", toggleRecording);
   enableDrop($("image-drop"), $("image"), setImage);
   enableDrop($("audio-drop"), $("audio"), (file) => setAudio(file, file.name));
+  // A file dropped beside a drop zone would make the browser leave the page to show it.
+  for (const type of ["dragover", "drop"]) window.addEventListener(type, (e) => e.preventDefault());
   $("predict-form").addEventListener("submit", predict);
   $("clear-inputs").addEventListener("click", () => {
     if (state.recorder) state.recorder.stop();

@@ -183,7 +183,7 @@ def test_the_answer_shown_is_the_services_answer(
     assert watched.unexpected_console_errors() == []
 
 
-def test_an_unsupported_file_shows_the_services_message(
+def test_an_unsupported_file_dropped_shows_the_services_message(
     open_page: Callable[[dict[str, int]], WatchedPage], service_url: str
 ) -> None:
     not_an_image = b"just some text, not a picture\n"
@@ -197,7 +197,9 @@ def test_an_unsupported_file_shows_the_services_message(
 
     watched = open_page(WIDE)
     page = watched.page
-    page.set_input_files("#image", upload("notes.png", "image/png", not_an_image))
+    drop_file(page, "#image-drop", upload("notes.png", "image/png", not_an_image))
+    page.wait_for_selector("#image-caption:has-text('cannot show it')")
+    assert page.evaluate("document.getElementById('image').files[0].name") == "notes.png"
     watched.submit_and_wait()
 
     assert page.is_visible("#error")
@@ -251,6 +253,22 @@ def test_phone_keyboard_and_microphone(
     page.screenshot(path=str(ARTIFACTS / "phone.png"), full_page=True)
     assert watched.blocked == []
     assert watched.unexpected_console_errors() == []
+
+
+def drop_file(page: Any, selector: str, file: dict[str, Any]) -> None:
+    """What a drag and drop from the desktop delivers: a DataTransfer holding the file."""
+    page.evaluate(
+        """([selector, name, type, bytes]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], name, { type }));
+            const zone = document.querySelector(selector);
+            for (const event of ["dragenter", "dragover", "drop"]) {
+                const init = { bubbles: true, cancelable: true, dataTransfer: transfer };
+                zone.dispatchEvent(new DragEvent(event, init));
+            }
+        }""",
+        [selector, file["name"], file["mimeType"], list(file["buffer"])],
+    )
 
 
 def tab_to(page: Any, element_id: str, max_presses: int = 40) -> None:
