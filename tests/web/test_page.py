@@ -277,3 +277,34 @@ def tab_to(page: Any, element_id: str, max_presses: int = 40) -> None:
         if page.evaluate("document.activeElement.id") == element_id:
             return
     pytest.fail(f"#{element_id} is not reachable with the Tab key")
+
+
+def test_an_overloaded_service_says_when_to_retry(
+    open_page: Callable[[dict[str, int]], WatchedPage],
+) -> None:
+    """A full queue cannot be produced on demand, so this one answer is the service's shape
+    played back by the browser: the 429 of ``service/errors.py`` with its Retry-After header."""
+    watched = open_page(WIDE)
+    page = watched.page
+    body = {
+        "error": {
+            "code": "overloaded",
+            "message": "the queue of model 'digits-xattn' is full",
+            "field": None,
+            "request_id": "0123456789abcdef",
+        }
+    }
+    page.route(
+        "**/predict*",
+        lambda route: route.fulfill(
+            status=429, json=body, headers={"Retry-After": "7", "X-Request-ID": "0123"}
+        ),
+    )
+    page.fill("#text", "seven")
+    watched.submit_and_wait()
+
+    assert page.text_content("#error-title") == "The service is busy"
+    assert page.text_content("#error-message") == body["error"]["message"]
+    details = page.text_content("#error-details") or ""
+    assert "Retry after 7 s." in details and "0123456789abcdef" in details
+    assert watched.unexpected_console_errors(429) == []
