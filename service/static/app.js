@@ -8,6 +8,7 @@ import { blobToWav } from "./wav.js";
 const $ = (id) => document.getElementById(id);
 const MODALITIES = ["text", "image", "audio"];
 const DEFAULT_RECORD_SECONDS = 30;
+const MAX_LABELS_LISTED = 12;
 
 const ERROR_TITLES = {
   400: "The request was malformed",
@@ -126,6 +127,7 @@ async function selectModel(name, version = null) {
   const query = version ? `?version=${encodeURIComponent(version)}` : "";
   try {
     state.detail = await request(modelUrl(name, query));
+    clearError();
   } catch (error) {
     // The list already says what the model takes; the details only add labels and limits.
     state.detail = { ...summary, tasks: summary.tasks.map((t) => ({ name: t, labels: [] })) };
@@ -149,7 +151,9 @@ function renderModel(detail) {
   };
   fact("Takes", detail.modalities.join(", "));
   for (const task of detail.tasks) {
-    const labels = task.labels.length ? task.labels.join(", ") : "(labels unknown)";
+    const labels = task.labels.length > MAX_LABELS_LISTED
+      ? `${task.labels.slice(0, MAX_LABELS_LISTED).join(", ")}, … (${task.labels.length} labels)`
+      : task.labels.join(", ") || "(labels unknown)";
     fact(`Task “${task.name}”`, `${labels}${task.description ? ` (${task.description})` : ""}`);
   }
   if (detail.fusion) fact("Fusion", detail.fusion.replace("_", " "));
@@ -282,6 +286,7 @@ function startRecorder(stream) {
     for (const track of stream.getTracks()) track.stop();
     state.recorder = null;
     setRecordButton(false);
+    if (recorder.discarded) return;
     status.textContent = "Converting the recording to WAV…";
     try {
       const wav = await blobToWav(new Blob(chunks, { type: recorder.mimeType }));
@@ -496,7 +501,10 @@ function main() {
   for (const type of ["dragover", "drop"]) window.addEventListener(type, (e) => e.preventDefault());
   $("predict-form").addEventListener("submit", predict);
   $("clear-inputs").addEventListener("click", () => {
-    if (state.recorder) state.recorder.stop();
+    if (state.recorder) {
+      state.recorder.discarded = true;
+      state.recorder.stop();
+    }
     $("text").value = "";
     setImage(null);
     setAudio(null);
