@@ -156,7 +156,7 @@ function renderModel(detail) {
       : task.labels.join(", ") || "(labels unknown)";
     fact(`Task “${task.name}”`, `${labels}${task.description ? ` (${task.description})` : ""}`);
   }
-  if (detail.fusion) fact("Fusion", detail.fusion.replace("_", " "));
+  if (detail.fusion) fact("Fusion", detail.fusion.replaceAll("_", " "));
   if (detail.limits) {
     const l = detail.limits;
     fact(
@@ -468,6 +468,7 @@ function element(tag, className, text = null) {
 }
 
 function formatPercent(p) {
+  if (p > 0 && p < 0.0005) return "< 0.1 %"; // not a flat zero: the model did not rule it out
   return `${(100 * p).toFixed(1)} %`;
 }
 
