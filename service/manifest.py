@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MANIFEST_FILENAME = "manifest.json"
 MODEL_FILENAME = "model.onnx"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 Modality = Literal["image", "audio", "text"]
 TensorDtype = Literal["float32", "float16", "int64", "int32", "bool"]

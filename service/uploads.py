@@ -1,0 +1,196 @@
+"""One request's multipart body -> ``{modality: bytes | str}``, limits enforced as it streams.
+
+Starlette's own form parser spools files to temporary files without a size limit and reports
+limits without naming the field, so the request body is parsed here with ``python_multipart``
+directly, chunk by chunk as it arrives:
+
+- only the fields ``text``, ``image`` and ``audio`` are accepted, each at most once;
+- a part is refused (413, naming it) as soon as it passes ``limits.max_upload_bytes``, and the
+  body as soon as it passes ``limits.max_body_bytes`` (at once when Content-Length says so);
+- ``text`` must be UTF-8 and at most ``limits.max_text_chars`` characters;
+- as in HTML forms, a part with no bytes and no file name (an input left empty) counts as not
+  sent, while a named file with no bytes is refused as empty.
+
+Nothing is read from the server's file system: uploads are bytes, whatever their file names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Final
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartCallbacks, MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from service.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.manifest import Modality
+from service.settings import Limits
+
+FIELDS: Final[tuple[Modality, ...]] = ("text", "image", "audio")
+Uploads = dict[Modality, bytes | str]
+# UTF-8 needs at most 4 bytes per character: a longer text part cannot be within the limit.
+_UTF8_MAX_BYTES = 4
+
+
+class _Part:
+    def __init__(self, name: Modality, filename: str | None) -> None:
+        self.name = name
+        self.filename = filename
+        self.data = bytearray()
+
+
+class _Collector:
+    """python_multipart callbacks that gather the allowed parts and enforce the limits."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.parts: dict[Modality, _Part] = {}
+        self._current: _Part | None = None
+        self._header_name = bytearray()
+        self._header_value = bytearray()
+        self._disposition = b""
+        self.complete = False
+
+    def on_part_begin(self) -> None:
+        self._current = None
+        self._disposition = b""
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        if bytes(self._header_name).lower() == b"content-disposition":
+            self._disposition = bytes(self._header_value)
+        self._header_name.clear()
+        self._header_value.clear()
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        if b"name" not in options:
+            raise BadRequest("a multipart part has no Content-Disposition name")
+        name = options[b"name"].decode("utf-8", "replace")
+        if name not in FIELDS:
+            raise InvalidInput(
+                f"unknown field {name[:64]!r}; the accepted fields are text, image and audio",
+                field=name[:64],
+            )
+        modality: Modality = name
+        if modality in self.parts:
+            raise InvalidInput(f"field {name!r} was sent more than once", field=name)
+        filename = options.get(b"filename")
+        part = _Part(modality, None if filename is None else filename.decode("utf-8", "replace"))
+        self.parts[modality] = self._current = part
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self._current
+        assert part is not None  # python_multipart calls on_headers_finished first
+        part.data += data[start:end]
+        limit = self._part_limit(part.name)
+        if len(part.data) > limit:
+            raise PayloadTooLarge(f"{part.name} is larger than {limit} bytes", field=part.name)
+
+    def on_part_end(self) -> None:
+        self._current = None
+
+    def on_end(self) -> None:
+        self.complete = True
+
+    def _part_limit(self, name: Modality) -> int:
+        if name == "text":
+            return self.limits.max_text_chars * _UTF8_MAX_BYTES
+        return self.limits.max_upload_bytes
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_end": self.on_end,
+            "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+        }
+
+
+def _boundary(content_type: str | None) -> bytes:
+    if not content_type:
+        raise UnsupportedMediaType("send the inputs as multipart/form-data")
+    media_type, params = parse_options_header(content_type)
+    if media_type != b"multipart/form-data":
+        raise UnsupportedMediaType(
+            f"send the inputs as multipart/form-data, not {media_type.decode('latin-1')}"
+        )
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise BadRequest("the multipart Content-Type has no boundary")
+    return boundary
+
+
+def _check_declared_length(request: Request, limits: Limits) -> None:
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    if not declared.isdigit():
+        raise BadRequest("Content-Length is not a number")
+    if int(declared) > limits.max_body_bytes:
+        raise PayloadTooLarge(
+            f"the request body is {declared} bytes; the limit is {limits.max_body_bytes}"
+        )
+
+
+async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    total = 0
+    async for chunk in stream:
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+        yield chunk
+
+
+def _decode_text(part: _Part, limits: Limits) -> str:
+    try:
+        text = part.data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("text is not valid UTF-8", field="text") from exc
+    if len(text) > limits.max_text_chars:
+        raise PayloadTooLarge(
+            f"text is {len(text)} characters; the limit is {limits.max_text_chars}", field="text"
+        )
+    return text
+
+
+def _finish(parts: dict[Modality, _Part], limits: Limits) -> Uploads:
+    uploads: Uploads = {}
+    for name, part in parts.items():
+        if not part.data:
+            if part.filename:
+                raise InvalidInput(f"{name} file {part.filename[:64]!r} is empty", field=name)
+            continue  # an HTML form's empty input: not sent
+        uploads[name] = _decode_text(part, limits) if name == "text" else bytes(part.data)
+    if not uploads:
+        raise InvalidInput("send at least one of the fields text, image or audio")
+    return uploads
+
+
+async def read_uploads(request: Request, limits: Limits) -> Uploads:
+    """Parse the request's multipart body into the modalities it carries."""
+    boundary = _boundary(request.headers.get("content-type"))
+    _check_declared_length(request, limits)
+    collector = _Collector(limits)
+    parser = MultipartParser(boundary, collector.callbacks())
+    try:
+        async for chunk in _limited(request.stream(), limits.max_body_bytes):
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise BadRequest(f"malformed multipart body: {exc}") from exc
+    except ClientDisconnect as exc:
+        raise BadRequest("the client disconnected before the body was complete") from exc
+    if not collector.complete:
+        raise BadRequest("the multipart body ends before its closing boundary")
+    return _finish(collector.parts, limits)
