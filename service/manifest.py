@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MANIFEST_FILENAME = "manifest.json"
 MODEL_FILENAME = "model.onnx"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 Modality = Literal["image", "audio", "text"]
 TensorDtype = Literal["float32", "float16", "int64", "int32", "bool"]
@@ -206,11 +206,15 @@ class Manifest(_Strict):
             else:
                 wanted_inputs.add(recipe.input)
         if missing := wanted_inputs - inputs:
-            raise ValueError(f"manifest names graph inputs that are not declared: {sorted(missing)}")
+            raise ValueError(
+                f"manifest names graph inputs that are not declared: {sorted(missing)}"
+            )
         wanted_outputs = {t.output for t in self.tasks}
         wanted_outputs |= {o for o in (self.contribution_output, self.embedding_output) if o}
         if missing := wanted_outputs - outputs:
-            raise ValueError(f"manifest names graph outputs that are not declared: {sorted(missing)}")
+            raise ValueError(
+                f"manifest names graph outputs that are not declared: {sorted(missing)}"
+            )
         if len(set(self.modality_order)) != len(self.modality_order):
             raise ValueError("modality_order repeats a modality")
         return self

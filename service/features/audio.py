@@ -81,4 +81,5 @@ def audio_features(data: bytes, recipe: AudioRecipe, *, max_seconds: float) -> n
     """Uploaded bytes -> the graph's audio input for one row."""
     samples, sample_rate = decode_audio(data, max_seconds=max_seconds)
     clip = fit_clip(samples, sample_rate, recipe)
-    return clip_batch_features(clip[None, :], recipe)[0]
+    features: np.ndarray = clip_batch_features(clip[None, :], recipe)[0]
+    return features

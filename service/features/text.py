@@ -39,7 +39,9 @@ def _truncate_to(tokenizer: Tokenizer, max_length: int) -> None:
         tokenizer.no_padding()  # the batcher pads to the longest row in a batch
 
 
-def encode_text(text: str, tokenizer: Tokenizer, recipe: TextRecipe) -> tuple[np.ndarray, np.ndarray]:
+def encode_text(
+    text: str, tokenizer: Tokenizer, recipe: TextRecipe
+) -> tuple[np.ndarray, np.ndarray]:
     """Tokenise one text, truncated to ``recipe.max_length`` tokens including specials."""
     _truncate_to(tokenizer, recipe.max_length)
     if not text.strip():
