@@ -1,0 +1,60 @@
+"""Dependencies of the route handlers, as ``Annotated`` aliases.
+
+The settings, the repository and the CPU runner live on ``app.state`` (set by ``create_app``
+and its lifespan), never in module globals, so every app built in a test is independent.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+
+from service.errors import ModelNotReady
+from service.middleware import arrival, request_id
+from service.repository import ModelRepository
+from service.runtime.threads import CpuRunner
+from service.settings import Settings
+from service.uploads import Uploads, read_uploads
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_repository(request: Request) -> ModelRepository:
+    repository: ModelRepository | None = getattr(request.app.state, "repository", None)
+    if repository is None:
+        raise ModelNotReady("the service is starting")
+    return repository
+
+
+def get_cpu(request: Request) -> CpuRunner:
+    cpu: CpuRunner = request.app.state.cpu
+    return cpu
+
+
+def get_request_id(request: Request) -> str:
+    return request_id(request) or ""
+
+
+def get_arrival(request: Request) -> float:
+    return arrival(request)
+
+
+async def get_uploads(request: Request) -> Uploads:
+    return await read_uploads(request, get_settings(request).limits)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
+CpuDep = Annotated[CpuRunner, Depends(get_cpu)]
+RequestIdDep = Annotated[str, Depends(get_request_id)]
+ArrivalDep = Annotated[float, Depends(get_arrival)]
+UploadsDep = Annotated[Uploads, Depends(get_uploads)]
+VersionQuery = Annotated[
+    str | None,
+    Query(description="A model version; default: the latest.", pattern=r"^[A-Za-z0-9_.-]+$"),
+]
+TopKQuery = Annotated[int, Query(ge=1, le=1000, description="Labels listed per task.")]
