@@ -17,9 +17,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__, exception_handlers
+from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import RequestIdMiddleware
 from service.repository import ModelRepository
-from service.routes import health, models, predict
+from service.routes import health, metrics, models, predict
 from service.runtime.threads import CpuRunner
 from service.settings import Settings
 
@@ -49,13 +50,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     limit_blas_threads()
     app.state.cpu = CpuRunner(settings.runtime.feature_threads)
-    repository = ModelRepository(settings, app.state.cpu)
+    repository = ModelRepository(settings, app.state.cpu, app.state.metrics)
     await repository.load()
     app.state.repository = repository
     try:
         yield
     finally:
         await repository.close()
+        Metrics.process_exiting()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -68,8 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.repository = None
+    app.state.metrics = Metrics()
     exception_handlers.install(app)
-    for router in (predict.router, models.router, health.router):
+    for router in (predict.router, models.router, health.router, metrics.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(
@@ -79,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
     return app
 

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from service.errors import ModelNotReady
+from service.metrics import Metrics
 from service.middleware import arrival, request_id
 from service.repository import ModelRepository
 from service.runtime.threads import CpuRunner
@@ -28,6 +29,11 @@ def get_repository(request: Request) -> ModelRepository:
     if repository is None:
         raise ModelNotReady("the service is starting")
     return repository
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
 
 
 def get_cpu(request: Request) -> CpuRunner:
@@ -49,6 +55,7 @@ async def get_uploads(request: Request) -> Uploads:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 CpuDep = Annotated[CpuRunner, Depends(get_cpu)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 ArrivalDep = Annotated[float, Depends(get_arrival)]

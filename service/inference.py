@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.errors import Overloaded, RequestTimeout
 from service.manifest import Modality
+from service.metrics import Metrics
 from service.repository import LoadedModel
 from service.runtime.extract import extract_row
 from service.runtime.threads import CpuRunner
@@ -37,6 +39,7 @@ async def infer(
     *,
     cpu: CpuRunner,
     settings: Settings,
+    metrics: Metrics,
     started: float,
 ) -> Inference:
     """Run one request; ``started`` is its ``time.perf_counter()`` at arrival."""
@@ -44,16 +47,23 @@ async def infer(
         features_start = time.perf_counter()
         extracted = await cpu.run(extract_row, model, uploads, settings.limits)
         features_ms = (time.perf_counter() - features_start) * 1000.0
-    result = await model.batcher.submit(
-        extracted.row, timeout_s=settings.batching.request_timeout_s
-    )
+    metrics.observe_features(model.name, {str(m): ms for m, ms in extracted.feature_ms.items()})
+    try:
+        result = await model.batcher.submit(
+            extracted.row, timeout_s=settings.batching.request_timeout_s
+        )
+    except (Overloaded, RequestTimeout) as exc:
+        metrics.rejected.labels(model.name, exc.code).inc()
+        raise
+    metrics.observe_queue_wait(model.name, result.queue_ms)
     timings = Timings(
         decode_features=features_ms,
         queue=result.queue_ms,
         inference=result.inference_ms,
         total=(time.perf_counter() - started) * 1000.0,
     )
-    return Inference(model, extracted.row.modalities, result.outputs, result.batch_size, timings)
+    present = [m for m in model.manifest.modality_order if m in extracted.row.inputs]
+    return Inference(model, present, result.outputs, result.batch_size, timings)
 
 
 def task_prediction(probabilities: np.ndarray, labels: list[str], top_k: int) -> TaskPrediction:

@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 from service.errors import ModelNotFound, ModelNotReady
 from service.features.text import load_tokenizer
 from service.manifest import MANIFEST_FILENAME, BatchingSpec, Manifest, TextRecipe, load_manifest
+from service.metrics import Metrics
 from service.runtime.batching import Batcher
 from service.runtime.session import ModelSession, resolve_providers
 from service.runtime.threads import CpuRunner
@@ -117,9 +118,10 @@ def scan(model_dir: Path) -> list[Path]:
 
 
 class ModelRepository:
-    def __init__(self, settings: Settings, cpu: CpuRunner) -> None:
+    def __init__(self, settings: Settings, cpu: CpuRunner, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self._cpu = cpu
+        self._metrics = metrics
         self._models: dict[str, dict[str, LoadedModel]] = {}
         self.failures: list[LoadFailure] = []
         self.loaded = False
@@ -165,6 +167,7 @@ class ModelRepository:
             max_batch_size=batching.max_batch_size,
             max_wait_ms=batching.max_wait_ms,
             max_queue=self.settings.batching.max_queue,
+            observer=None if self._metrics is None else self._metrics.observer(manifest.name),
         )
         await batcher.start()
         return LoadedModel(manifest, path, tokenizer, session, batching, batcher, warmup_s)

@@ -17,17 +17,22 @@ Nothing is read from the server's file system: uploads are bytes, whatever their
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import TYPE_CHECKING, Final
+from urllib.parse import parse_qsl
 
 from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartCallbacks, MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from service.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.manifest import Modality
 from service.settings import Limits
 
+if TYPE_CHECKING:  # a TypedDict that exists for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
+
 FIELDS: Final[tuple[Modality, ...]] = ("text", "image", "audio")
+URLENCODED: Final = b"application/x-www-form-urlencoded"
 Uploads = dict[Modality, bytes | str]
 # UTF-8 needs at most 4 bytes per character: a longer text part cannot be within the limit.
 _UTF8_MAX_BYTES = 4
@@ -72,7 +77,13 @@ class _Collector:
         _, options = parse_options_header(self._disposition)
         if b"name" not in options:
             raise BadRequest("a multipart part has no Content-Disposition name")
-        name = options[b"name"].decode("utf-8", "replace")
+        filename = options.get(b"filename")
+        self.begin(
+            options[b"name"].decode("utf-8", "replace"),
+            None if filename is None else filename.decode("utf-8", "replace"),
+        )
+
+    def begin(self, name: str, filename: str | None) -> None:
         if name not in FIELDS:
             raise InvalidInput(
                 f"unknown field {name[:64]!r}; the accepted fields are text, image and audio",
@@ -81,9 +92,7 @@ class _Collector:
         modality: Modality = name
         if modality in self.parts:
             raise InvalidInput(f"field {name!r} was sent more than once", field=name)
-        filename = options.get(b"filename")
-        part = _Part(modality, None if filename is None else filename.decode("utf-8", "replace"))
-        self.parts[modality] = self._current = part
+        self.parts[modality] = self._current = _Part(modality, filename)
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self._current
@@ -117,18 +126,12 @@ class _Collector:
         }
 
 
-def _boundary(content_type: str | None) -> bytes:
-    if not content_type:
-        raise UnsupportedMediaType("send the inputs as multipart/form-data")
-    media_type, params = parse_options_header(content_type)
-    if media_type != b"multipart/form-data":
-        raise UnsupportedMediaType(
-            f"send the inputs as multipart/form-data, not {media_type.decode('latin-1')}"
-        )
-    boundary = params.get(b"boundary")
-    if not boundary:
-        raise BadRequest("the multipart Content-Type has no boundary")
-    return boundary
+def _media_type(content_type: str | None) -> tuple[bytes, dict[bytes, bytes]]:
+    media_type, params = parse_options_header(content_type or "")
+    if media_type not in (b"multipart/form-data", URLENCODED):
+        shown = media_type.decode("latin-1") or "no Content-Type"
+        raise UnsupportedMediaType(f"send the inputs as multipart/form-data, not {shown}")
+    return media_type, params
 
 
 def _check_declared_length(request: Request, limits: Limits) -> None:
@@ -177,10 +180,30 @@ def _finish(parts: dict[Modality, _Part], limits: Limits) -> Uploads:
     return uploads
 
 
+async def _read_urlencoded(request: Request, limits: Limits) -> Uploads:
+    """``curl -d text=...``: a text-only request needs no multipart."""
+    body = bytearray()
+    async for chunk in _limited(request.stream(), limits.max_body_bytes):
+        body += chunk
+    collector = _Collector(limits)
+    for raw_name, value in parse_qsl(bytes(body), keep_blank_values=True):
+        name = raw_name.decode("utf-8", "replace")
+        collector.begin(name, None)
+        if name != "text":
+            raise InvalidInput(f"{name} must be uploaded as a multipart file", field=name)
+        collector.on_part_data(value, 0, len(value))
+    return _finish(collector.parts, limits)
+
+
 async def read_uploads(request: Request, limits: Limits) -> Uploads:
-    """Parse the request's multipart body into the modalities it carries."""
-    boundary = _boundary(request.headers.get("content-type"))
+    """Parse the request's multipart (or urlencoded) body into the modalities it carries."""
+    media_type, params = _media_type(request.headers.get("content-type"))
     _check_declared_length(request, limits)
+    if media_type == URLENCODED:
+        return await _read_urlencoded(request, limits)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise BadRequest("the multipart Content-Type has no boundary")
     collector = _Collector(limits)
     parser = MultipartParser(boundary, collector.callbacks())
     try:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 
 from service.deps import (
     ArrivalDep,
     CpuDep,
+    MetricsDep,
     RepositoryDep,
     RequestIdDep,
     SettingsDep,
@@ -69,13 +70,19 @@ ERRORS = error_responses(400, 404, 413, 415, 422, 429, 500, 503, 504)
 
 
 def get_model(
-    repository: RepositoryDep, model: ModelPath, version: VersionQuery = None
+    request: Request, repository: RepositoryDep, model: ModelPath, version: VersionQuery = None
 ) -> LoadedModel:
-    return repository.get(model, version)
+    loaded = repository.get(model, version)
+    request.state.model = loaded.name  # for the metrics' model label
+    return loaded
 
 
-def get_default_model(repository: RepositoryDep, version: VersionQuery = None) -> LoadedModel:
-    return repository.get_default(version)
+def get_default_model(
+    request: Request, repository: RepositoryDep, version: VersionQuery = None
+) -> LoadedModel:
+    loaded = repository.get_default(version)
+    request.state.model = loaded.name
+    return loaded
 
 
 ModelDep = Annotated[LoadedModel, Depends(get_model)]
@@ -106,12 +113,15 @@ async def predict(
     uploads: UploadsDep,
     cpu: CpuDep,
     settings: SettingsDep,
+    metrics: MetricsDep,
     request_id: RequestIdDep,
     arrival: ArrivalDep,
     top_k: TopKQuery = 3,
 ) -> PredictResponse:
     """Every task's top label, its probability and the top-k list for the uploaded inputs."""
-    inference = await infer(model, uploads, cpu=cpu, settings=settings, started=arrival)
+    inference = await infer(
+        model, uploads, cpu=cpu, settings=settings, metrics=metrics, started=arrival
+    )
     return _predict_response(inference, request_id, top_k)
 
 
@@ -126,12 +136,15 @@ async def predict_default(
     uploads: UploadsDep,
     cpu: CpuDep,
     settings: SettingsDep,
+    metrics: MetricsDep,
     request_id: RequestIdDep,
     arrival: ArrivalDep,
     top_k: TopKQuery = 3,
 ) -> PredictResponse:
     """As `POST /v1/models/{model}/predict`, on the default model (see `GET /v1/models`)."""
-    inference = await infer(model, uploads, cpu=cpu, settings=settings, started=arrival)
+    inference = await infer(
+        model, uploads, cpu=cpu, settings=settings, metrics=metrics, started=arrival
+    )
     return _predict_response(inference, request_id, top_k)
 
 
@@ -146,6 +159,7 @@ async def embed(
     uploads: UploadsDep,
     cpu: CpuDep,
     settings: SettingsDep,
+    metrics: MetricsDep,
     request_id: RequestIdDep,
     arrival: ArrivalDep,
 ) -> EmbedResponse:
@@ -153,7 +167,9 @@ async def embed(
     output = model.manifest.embedding_output
     if output is None:
         raise InvalidInput(f"model {model.name!r} has no embedding output")
-    inference = await infer(model, uploads, cpu=cpu, settings=settings, started=arrival)
+    inference = await infer(
+        model, uploads, cpu=cpu, settings=settings, metrics=metrics, started=arrival
+    )
     vector = inference.outputs[output].astype(float).ravel().tolist()
     return EmbedResponse(
         model=model.name,
