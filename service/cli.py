@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmserve", description=__doc__.split("\n\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     _serve_parser(subparsers)
-    bench = subparsers.add_parser("bench", help="benchmark the service (see README)")
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
+    # The benchmark parses its own options (everything after ``bench``).
+    subparsers.add_parser("bench", help="benchmark the service (see README)", add_help=False)
     return parser
 
 
@@ -95,16 +95,19 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def bench(args: argparse.Namespace) -> int:
+def bench(argv: list[str]) -> int:
     if importlib.util.find_spec("service.bench") is None:
         print("mmserve bench: not available in this build", file=sys.stderr)
         return 2
     run: Callable[[list[str]], int] = importlib.import_module("service.bench").main
-    return run(args.args)
+    return run(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    return bench(args)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        return bench(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return serve(args)

@@ -80,15 +80,30 @@ def _still_answers(client: TestClient) -> None:
     ("body", "content_type", "status"),
     [
         (b"garbage", "multipart/form-data; boundary=xyz", 400),
-        (b"--xyz\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nseven", "multipart/form-data; boundary=xyz", 400),
-        (b"--xyz\r\nContent-Type: text/plain\r\n\r\nseven\r\n--xyz--\r\n", "multipart/form-data; boundary=xyz", 400),
+        (
+            b'--xyz\r\nContent-Disposition: form-data; name="text"\r\n\r\nseven',
+            "multipart/form-data; boundary=xyz",
+            400,
+        ),
+        (
+            b"--xyz\r\nContent-Type: text/plain\r\n\r\nseven\r\n--xyz--\r\n",
+            "multipart/form-data; boundary=xyz",
+            400,
+        ),
         (b"--xyz--\r\n", "multipart/form-data; boundary=xyz", 422),
         (b"text=seven", "multipart/form-data", 400),
         (b'{"text": "seven"}', "application/json", 415),
         (b"seven", "", 415),
     ],
-    ids=["garbage", "no closing boundary", "part without name", "no parts", "no boundary",
-         "json", "no content type"],
+    ids=[
+        "garbage",
+        "no closing boundary",
+        "part without name",
+        "no parts",
+        "no boundary",
+        "json",
+        "no content type",
+    ],
 )
 def test_malformed_bodies_are_client_errors(
     client: TestClient, body: bytes, content_type: str, status: int
@@ -168,7 +183,9 @@ def test_body_over_the_limit_is_413_while_streaming(small_limits: TestClient) ->
             yield b"x" * 1000
 
     response = small_limits.post(
-        "/v1/predict", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=xyz"}
+        "/v1/predict",
+        content=chunks(),
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
     )
     assert response.status_code == 413
     assert response.json()["error"]["field"] == "image"

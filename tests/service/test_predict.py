@@ -24,8 +24,9 @@ def sample_uploads() -> dict[str, bytes | str]:
     }
 
 
-def assert_matches_direct(body: dict[str, object], expected: dict[str, np.ndarray],
-                          direct: DirectModel) -> None:
+def assert_matches_direct(
+    body: dict[str, object], expected: dict[str, np.ndarray], direct: DirectModel
+) -> None:
     tasks = body["tasks"]
     assert isinstance(tasks, dict)
     for task in direct.manifest.tasks:
