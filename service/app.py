@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service import __version__, exception_handlers
+from service import __version__, docs, exception_handlers
 from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import RequestIdMiddleware
 from service.repository import ModelRepository
@@ -67,11 +67,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.repository = None
     app.state.metrics = Metrics()
     exception_handlers.install(app)
+    docs.install(app)
     for router in (predict.router, models.router, health.router, metrics.router):
         app.include_router(router)
     if settings.cors_origins:

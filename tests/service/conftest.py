@@ -7,9 +7,16 @@ same contract (``tiny_model.py``) stands in under the name ``digits-xattn``.
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -57,6 +64,53 @@ def make_settings(model_dir: Path, **overrides: object) -> Settings:
 def client(model_root: Path) -> Iterator[TestClient]:
     with TestClient(create_app(make_settings(model_root))) as test_client:
         yield test_client
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def server(model_root: Path) -> Iterator[str]:
+    """``python -m service serve`` in a subprocess, on a free port; yields its base URL."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMSERVE_")}
+    command = [
+        sys.executable,
+        "-m",
+        "service",
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--model-dir",
+        str(model_root),
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, "the server exited during start-up"
+            time.sleep(0.1)
+        else:
+            pytest.fail("the server did not become ready within 60 s")
+        yield base
+    finally:
+        process.terminate()
+        # uvicorn shuts down gracefully on SIGTERM (lifespan included), then re-raises it.
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
 
 
 class DirectModel:
