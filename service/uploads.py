@@ -129,8 +129,8 @@ class _Collector:
 def _media_type(content_type: str | None) -> tuple[bytes, dict[bytes, bytes]]:
     media_type, params = parse_options_header(content_type or "")
     if media_type not in (b"multipart/form-data", URLENCODED):
-        shown = media_type.decode("latin-1") or "no Content-Type"
-        raise UnsupportedMediaType(f"send the inputs as multipart/form-data, not {shown}")
+        shown = f"not {media_type.decode('latin-1')}" if media_type else "with a Content-Type"
+        raise UnsupportedMediaType(f"send the inputs as multipart/form-data, {shown}")
     return media_type, params
 
 

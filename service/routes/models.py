@@ -65,7 +65,7 @@ def _detail(model: LoadedModel, repository: ModelRepository, settings: Settings)
     )
 
 
-@router.get("", summary="List the models")
+@router.get("", summary="List the models", responses=error_responses(503))
 async def list_models(repository: RepositoryDep) -> ModelList:
     """Every model served (at its latest version) and every model folder that failed to load."""
     latest = [repository.get(name) for name in repository.names()]
