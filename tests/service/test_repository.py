@@ -10,8 +10,9 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.repository import scan, version_key
+from tests.service import media
 from tests.service.conftest import DEFAULT_MODEL, make_settings, multipart
-from tests.service.tiny_model import copy_model
+from tests.service.tiny_model import build_tiny_model, copy_model
 
 
 def test_versions_sort_numerically() -> None:
@@ -114,3 +115,20 @@ def test_unavailable_provider_fails_the_model_not_the_service(model_root: Path) 
         failed = client.get("/v1/models").json()["failed"]
         assert failed and "NoSuchExecutionProvider" in failed[0]["reason"]
         assert client.get("/readyz").status_code == 503
+
+
+def test_a_modality_the_model_does_not_take_is_422_naming_it(tmp_path: Path) -> None:
+    build_tiny_model(tmp_path, "image-text", modalities=("image", "text"))
+    build_tiny_model(tmp_path, "audio-only", modalities=("audio",))
+    wav = media.encode_audio(media.tone(), 16000, "WAV", "PCM_16")
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        response = client.post(
+            "/v1/models/image-text/predict", files=multipart({"text": "seven", "audio": wav})
+        )
+        assert response.status_code == 422
+        assert response.json()["error"]["field"] == "audio"
+        ok = client.post("/v1/models/image-text/predict", files=multipart({"text": "seven"}))
+        assert ok.status_code == 200 and ok.json()["contributions"] == {"image": 0.0, "text": 1.0}
+        audio = client.post("/v1/models/audio-only/predict", files=multipart({"audio": wav}))
+        assert audio.status_code == 200, audio.text
+        assert client.get("/v1/models/audio-only").json()["modalities"] == ["audio"]

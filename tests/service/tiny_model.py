@@ -20,8 +20,10 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 
 from service.manifest import (
     AudioRecipe,
+    BatchingSpec,
     ImageRecipe,
     Manifest,
+    Modality,
     ModalityRecipes,
     Provenance,
     TaskSpec,
@@ -64,30 +66,39 @@ def _tokenizer() -> Tokenizer:
     return tok
 
 
-def _manifest(name: str, version: str, vocab: int) -> Manifest:
+ALL: tuple[Modality, ...] = ("image", "audio", "text")
+_BRANCH_INPUTS: dict[Modality, list[tuple[str, int, tuple[int | str, ...]]]] = {
+    "image": [("image", TensorProto.FLOAT, (1, 32, 32))],
+    "audio": [("audio", TensorProto.FLOAT, (20, AUDIO.frames))],
+    "text": [
+        ("input_ids", TensorProto.INT64, ("tokens",)),
+        ("attention_mask", TensorProto.INT64, ("tokens",)),
+    ],
+}
+_DTYPES = {TensorProto.FLOAT: "float32", TensorProto.INT64: "int64"}
+
+
+def _manifest(name: str, version: str, modalities: tuple[Modality, ...]) -> Manifest:
     def spec(n: str, dtype: str, *shape: int | str) -> TensorSpec:
         return TensorSpec.model_validate({"name": n, "dtype": dtype, "shape": ["batch", *shape]})
 
+    count = len(modalities)
+    inputs = [spec(n, _DTYPES[t], *shape) for m in modalities for n, t, shape in _BRANCH_INPUTS[m]]
+    recipes = {"image": IMAGE, "audio": AUDIO, "text": TEXT}
     return Manifest(
         name=name,
         version=version,
         description="Test model: random weights, the real contract.",
-        inputs=[
-            spec("image", "float32", 1, 32, 32),
-            spec("audio", "float32", 20, AUDIO.frames),
-            spec("input_ids", "int64", "tokens"),
-            spec("attention_mask", "int64", "tokens"),
-            spec("presence", "float32", 3),
-        ],
+        inputs=[*inputs, spec("presence", "float32", count)],
         outputs=[
             spec("digit_probs", "float32", 10),
             spec("consistent_probs", "float32", 2),
-            spec("contributions", "float32", 3),
+            spec("contributions", "float32", count),
             spec("embedding", "float32", DIM),
         ],
-        modality_order=["image", "audio", "text"],
+        modality_order=list(modalities),
         presence_input="presence",
-        modalities=ModalityRecipes(image=IMAGE, audio=AUDIO, text=TEXT),
+        modalities=ModalityRecipes.model_validate({m: recipes[m] for m in modalities}),
         tasks=[
             TaskSpec(name="digit", output="digit_probs", labels=[str(d) for d in range(10)]),
             TaskSpec(name="consistent", output="consistent_probs", labels=["no", "yes"]),
@@ -97,25 +108,23 @@ def _manifest(name: str, version: str, vocab: int) -> Manifest:
         fusion="mean",
         provenance=Provenance(opset=17, source="tests/service/tiny_model.py"),
         evaluation={"note": "random weights"},
-        batching={"max_batch_size": 4, "max_wait_ms": 2.0},  # type: ignore[arg-type]
+        batching=BatchingSpec(max_batch_size=4, max_wait_ms=2.0),
     )
 
 
-def _graph(vocab: int, seed: int) -> onnx.ModelProto:
-    rng = np.random.default_rng(seed)
+Branch = tuple[list[onnx.NodeProto], list[onnx.TensorProto]]
 
-    def weight(name: str, *shape: int, scale: float = 0.05) -> onnx.TensorProto:
+
+def _branches(vocab: int, rng: np.random.Generator) -> dict[Modality, Branch]:
+    """Per modality: the nodes computing its ``(B, D)`` vector ``<modality>_vec``, weights."""
+    n = helper.make_node
+
+    def weight(name: str, *shape: int, scale: float) -> onnx.TensorProto:
         return numpy_helper.from_array(
             (rng.standard_normal(shape) * scale).astype(np.float32), name
         )
 
-    n = helper.make_node
-    frames = AUDIO.frames
-    nodes = [
-        n("Flatten", ["image"], ["img_flat"], axis=1),
-        n("MatMul", ["img_flat", "w_img"], ["img_vec"]),
-        n("Flatten", ["audio"], ["aud_flat"], axis=1),
-        n("MatMul", ["aud_flat", "w_aud"], ["aud_vec"]),
+    text_nodes = [
         n("Gather", ["emb", "input_ids"], ["tok_vec"]),  # (B, T, D)
         n("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
         n("Unsqueeze", ["mask_f", "axis_last"], ["mask_3"]),
@@ -123,12 +132,40 @@ def _graph(vocab: int, seed: int) -> onnx.ModelProto:
         n("ReduceSum", ["tok_masked", "axis_1"], ["tok_sum"], keepdims=0),
         n("ReduceSum", ["mask_f", "axis_1"], ["mask_sum"], keepdims=1),
         n("Max", ["mask_sum", "one"], ["mask_den"]),
-        n("Div", ["tok_sum", "mask_den"], ["txt_vec"]),
-        n("Concat", ["img_vec", "aud_vec", "txt_vec"], ["stacked_flat"], axis=1),
-        n("Reshape", ["stacked_flat", "shape_b3d"], ["stacked"]),  # (B, 3, D)
+        n("Div", ["tok_sum", "mask_den"], ["text_vec"]),  # mean over real tokens
+    ]
+    return {
+        "image": (
+            [
+                n("Flatten", ["image"], ["img_flat"], axis=1),
+                n("MatMul", ["img_flat", "w_img"], ["image_vec"]),
+            ],
+            [weight("w_img", 1024, DIM, scale=0.05)],
+        ),
+        "audio": (
+            [
+                n("Flatten", ["audio"], ["aud_flat"], axis=1),
+                n("MatMul", ["aud_flat", "w_aud"], ["audio_vec"]),
+            ],
+            [weight("w_aud", 20 * AUDIO.frames, DIM, scale=0.02)],
+        ),
+        "text": (text_nodes, [weight("emb", vocab, DIM, scale=1.0)]),
+    }
+
+
+def _graph(vocab: int, seed: int, modalities: tuple[Modality, ...]) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    n = helper.make_node
+    branches = _branches(vocab, rng)
+    nodes = [node for m in modalities for node in branches[m][0]]
+    inits = [init for m in modalities for init in branches[m][1]]
+    count = len(modalities)
+    nodes += [
+        n("Concat", [f"{m}_vec" for m in modalities], ["stacked_flat"], axis=1),
+        n("Reshape", ["stacked_flat", "shape_bmd"], ["stacked"]),  # (B, M, D)
         n("ReduceSum", ["presence", "axis_1"], ["present_n"], keepdims=1),
         n("Max", ["present_n", "one"], ["present_den"]),
-        n("Div", ["presence", "present_den"], ["contributions"]),  # (B, 3)
+        n("Div", ["presence", "present_den"], ["contributions"]),  # (B, M)
         n("Unsqueeze", ["contributions", "axis_last"], ["weights"]),
         n("Mul", ["stacked", "weights"], ["weighted"]),
         n("ReduceSum", ["weighted", "axis_1"], ["fused"], keepdims=0),
@@ -138,35 +175,27 @@ def _graph(vocab: int, seed: int) -> onnx.ModelProto:
         n("MatMul", ["embedding", "w_cons"], ["cons_logits"]),
         n("Softmax", ["cons_logits"], ["consistent_probs"], axis=-1),
     ]
-    inits = [
-        weight("w_img", 1024, DIM),
-        weight("w_aud", 20 * frames, DIM, scale=0.02),
-        weight("emb", vocab, DIM, scale=1.0),
-        weight("w_digit", DIM, 10, scale=3.0),
-        weight("w_cons", DIM, 2, scale=3.0),
+    inits += [
+        numpy_helper.from_array((rng.standard_normal((DIM, 10)) * 3).astype(np.float32), "w_digit"),
+        numpy_helper.from_array((rng.standard_normal((DIM, 2)) * 3).astype(np.float32), "w_cons"),
         numpy_helper.from_array(np.array([-1], dtype=np.int64), "axis_last"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "axis_1"),
         numpy_helper.from_array(np.array([1.0], dtype=np.float32), "one"),
-        numpy_helper.from_array(np.array([-1, 3, DIM], dtype=np.int64), "shape_b3d"),
+        numpy_helper.from_array(np.array([-1, count, DIM], dtype=np.int64), "shape_bmd"),
     ]
 
     def value(name: str, elem: int, *shape: int | str) -> onnx.ValueInfoProto:
         return helper.make_tensor_value_info(name, elem, ["batch", *shape])
 
+    inputs = [value(n_, t, *shape) for m in modalities for n_, t, shape in _BRANCH_INPUTS[m]]
     graph = helper.make_graph(
         nodes,
         "tiny",
-        [
-            value("image", TensorProto.FLOAT, 1, 32, 32),
-            value("audio", TensorProto.FLOAT, 20, frames),
-            value("input_ids", TensorProto.INT64, "tokens"),
-            value("attention_mask", TensorProto.INT64, "tokens"),
-            value("presence", TensorProto.FLOAT, 3),
-        ],
+        [*inputs, value("presence", TensorProto.FLOAT, count)],
         [
             value("digit_probs", TensorProto.FLOAT, 10),
             value("consistent_probs", TensorProto.FLOAT, 2),
-            value("contributions", TensorProto.FLOAT, 3),
+            value("contributions", TensorProto.FLOAT, count),
             value("embedding", TensorProto.FLOAT, DIM),
         ],
         inits,
@@ -177,14 +206,22 @@ def _graph(vocab: int, seed: int) -> onnx.ModelProto:
     return model
 
 
-def build_tiny_model(root: Path, name: str = "tiny", version: str = "1", seed: int = 0) -> Path:
+def build_tiny_model(
+    root: Path,
+    name: str = "tiny",
+    version: str = "1",
+    seed: int = 0,
+    modalities: tuple[Modality, ...] = ALL,
+) -> Path:
     """Write ``root/name/version/`` (model.onnx, manifest.json, tokenizer/); returns it."""
     folder = root / name / version
-    (folder / TEXT.tokenizer_dir).mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _tokenizer()
-    tokenizer.save(str(folder / TEXT.tokenizer_dir / "tokenizer.json"))
-    onnx.save(_graph(tokenizer.get_vocab_size(), seed), str(folder / "model.onnx"))
-    write_manifest(_manifest(name, version, tokenizer.get_vocab_size()), folder)
+    if "text" in modalities:
+        (folder / TEXT.tokenizer_dir).mkdir()
+        tokenizer.save(str(folder / TEXT.tokenizer_dir / "tokenizer.json"))
+    onnx.save(_graph(tokenizer.get_vocab_size(), seed, modalities), str(folder / "model.onnx"))
+    write_manifest(_manifest(name, version, modalities), folder)
     return folder
 
 
