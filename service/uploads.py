@@ -16,6 +16,7 @@ Nothing is read from the server's file system: uploads are bytes, whatever their
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl
@@ -30,6 +31,10 @@ from service.settings import Limits
 
 if TYPE_CHECKING:  # a TypedDict that exists for type checkers only
     from python_multipart.multipart import MultipartCallbacks
+
+# python_multipart logs a warning for every malformed body before raising; the client gets a
+# 400 with the reason, so the log line would only let any client flood the server's log.
+logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
 
 FIELDS: Final[tuple[Modality, ...]] = ("text", "image", "audio")
 URLENCODED: Final = b"application/x-www-form-urlencoded"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -190,3 +191,38 @@ def test_body_over_the_limit_is_413_while_streaming(small_limits: TestClient) ->
     assert response.status_code == 413
     assert response.json()["error"]["field"] == "image"
     _still_answers_small(small_limits)
+
+
+def test_mutated_bodies_never_cause_a_5xx(client: TestClient) -> None:
+    """Nothing a client sends causes a 500: byte flips, cuts and splices of a valid upload."""
+    boundary = "b0undary"
+    valid = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="text"\r\n\r\nseven\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="d.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + PNG
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    rng = np.random.default_rng(0)
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    statuses = set()
+    for _ in range(150):
+        body = bytearray(valid)
+        kind = rng.integers(3)
+        if kind == 0:  # flip a few bytes anywhere
+            for i in rng.integers(0, len(body), size=int(rng.integers(1, 8))):
+                body[i] = int(rng.integers(256))
+        elif kind == 1:  # cut
+            body = body[: int(rng.integers(len(body)))]
+        else:  # splice a random chunk in
+            at = int(rng.integers(len(body)))
+            body[at:at] = rng.integers(
+                0, 256, size=int(rng.integers(1, 64)), dtype=np.uint8
+            ).tobytes()
+        response = client.post("/v1/predict", content=bytes(body), headers=headers)
+        assert response.status_code < 500, (response.status_code, response.text)
+        statuses.add(response.status_code)
+    assert len(statuses) > 2  # the mutations reached several different checks
+    _still_answers(client)
