@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 
 from service.errors import ModelNotReady
 from service.metrics import Metrics
 from service.middleware import arrival, request_id
-from service.repository import ModelRepository
+from service.repository import LoadedModel, ModelRepository
 from service.runtime.threads import CpuRunner
 from service.settings import Settings
 from service.uploads import Uploads, read_uploads
@@ -65,3 +65,29 @@ VersionQuery = Annotated[
     Query(description="A model version; default: the latest.", pattern=r"^[A-Za-z0-9_.-]+$"),
 ]
 TopKQuery = Annotated[int, Query(ge=1, le=1000, description="Labels listed per task.")]
+ModelPath = Annotated[
+    str,
+    Path(
+        description="A model name from `GET /v1/models`.", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+    ),
+]
+
+
+def get_model(
+    request: Request, repository: RepositoryDep, model: ModelPath, version: VersionQuery = None
+) -> LoadedModel:
+    loaded = repository.get(model, version)
+    request.state.model = loaded.name  # for the metrics' model label
+    return loaded
+
+
+def get_default_model(
+    request: Request, repository: RepositoryDep, version: VersionQuery = None
+) -> LoadedModel:
+    loaded = repository.get_default(version)
+    request.state.model = loaded.name
+    return loaded
+
+
+ModelDep = Annotated[LoadedModel, Depends(get_model)]
+DefaultModelDep = Annotated[LoadedModel, Depends(get_default_model)]

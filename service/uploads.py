@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
 from python_multipart.exceptions import MultipartParseError
@@ -222,3 +222,41 @@ async def read_uploads(request: Request, limits: Limits) -> Uploads:
     if not collector.complete:
         raise BadRequest("the multipart body ends before its closing boundary")
     return _finish(collector.parts, limits)
+
+
+# The body as OpenAPI describes it (the route reads it itself): three optional form fields,
+# two of them files, so that /docs offers a text box and two file pickers.
+OPENAPI_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "Any non-empty subset of the three fields.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "title": "Uploads",
+                    "properties": {
+                        "text": {
+                            "type": "string",
+                            "description": "UTF-8 text.",
+                            "example": "seven",
+                        },
+                        "image": {
+                            "type": "string",
+                            "format": "binary",
+                            "contentMediaType": "application/octet-stream",
+                            "description": "PNG, JPEG, WebP, GIF, BMP or TIFF file.",
+                        },
+                        "audio": {
+                            "type": "string",
+                            "format": "binary",
+                            "contentMediaType": "application/octet-stream",
+                            "description": "WAV, FLAC, OGG/Vorbis or MP3 file.",
+                        },
+                    },
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+}

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.deps import RepositoryDep, SettingsDep, VersionQuery
+from service.deps import ModelPath, RepositoryDep, SettingsDep, VersionQuery
 from service.repository import LoadedModel, ModelRepository
-from service.routes.predict import ModelPath
 from service.schemas import (
     BatchingInfo,
     ModelDetail,

@@ -6,87 +6,27 @@ the work happens in :func:`service.inference.infer`, and the handler builds the 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter
 
 from service.deps import (
     ArrivalDep,
     CpuDep,
+    DefaultModelDep,
     MetricsDep,
-    RepositoryDep,
+    ModelDep,
     RequestIdDep,
     SettingsDep,
     TopKQuery,
     UploadsDep,
-    VersionQuery,
 )
 from service.errors import InvalidInput
 from service.inference import Inference, contributions, infer, predictions
-from service.repository import LoadedModel
 from service.schemas import EmbedResponse, PredictResponse, error_responses
+from service.uploads import OPENAPI_REQUEST_BODY
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 
-MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-ModelPath = Annotated[
-    str, Path(description="A model name from `GET /v1/models`.", pattern=MODEL_NAME)
-]
-UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "description": "Any non-empty subset of the three fields.",
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "title": "Uploads",
-                    "properties": {
-                        "text": {
-                            "type": "string",
-                            "description": "UTF-8 text.",
-                            "example": "seven",
-                        },
-                        "image": {
-                            "type": "string",
-                            "format": "binary",
-                            "contentMediaType": "application/octet-stream",
-                            "description": "PNG, JPEG, WebP, GIF, BMP or TIFF file.",
-                        },
-                        "audio": {
-                            "type": "string",
-                            "format": "binary",
-                            "contentMediaType": "application/octet-stream",
-                            "description": "WAV, FLAC, OGG/Vorbis or MP3 file.",
-                        },
-                    },
-                    "additionalProperties": False,
-                }
-            }
-        },
-    }
-}
 ERRORS = error_responses(400, 404, 413, 415, 422, 429, 500, 503, 504)
-
-
-def get_model(
-    request: Request, repository: RepositoryDep, model: ModelPath, version: VersionQuery = None
-) -> LoadedModel:
-    loaded = repository.get(model, version)
-    request.state.model = loaded.name  # for the metrics' model label
-    return loaded
-
-
-def get_default_model(
-    request: Request, repository: RepositoryDep, version: VersionQuery = None
-) -> LoadedModel:
-    loaded = repository.get_default(version)
-    request.state.model = loaded.name
-    return loaded
-
-
-ModelDep = Annotated[LoadedModel, Depends(get_model)]
-DefaultModelDep = Annotated[LoadedModel, Depends(get_default_model)]
 
 
 def _predict_response(inference: Inference, request_id: str, top_k: int) -> PredictResponse:
@@ -106,7 +46,7 @@ def _predict_response(inference: Inference, request_id: str, top_k: int) -> Pred
     "/models/{model}/predict",
     summary="Predict with a model",
     responses=ERRORS,
-    openapi_extra=UPLOAD_BODY,
+    openapi_extra=OPENAPI_REQUEST_BODY,
 )
 async def predict(
     model: ModelDep,
@@ -129,7 +69,7 @@ async def predict(
     "/predict",
     summary="Predict with the default model",
     responses=ERRORS,
-    openapi_extra=UPLOAD_BODY,
+    openapi_extra=OPENAPI_REQUEST_BODY,
 )
 async def predict_default(
     model: DefaultModelDep,
@@ -152,7 +92,7 @@ async def predict_default(
     "/models/{model}/embed",
     summary="Embed inputs with a model",
     responses=ERRORS,
-    openapi_extra=UPLOAD_BODY,
+    openapi_extra=OPENAPI_REQUEST_BODY,
 )
 async def embed(
     model: ModelDep,
