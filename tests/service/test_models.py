@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from openapi_spec_validator import validate
 
-from tests.service.conftest import DEFAULT_MODEL, DirectModel, multipart
+from service.app import create_app
+from tests.service.conftest import DEFAULT_MODEL, DirectModel, make_settings, multipart
 
 
 def test_list_models(client: TestClient) -> None:
@@ -92,3 +94,15 @@ def test_responses_have_examples(openapi: dict[str, Any]) -> None:
 def test_docs_page(client: TestClient) -> None:
     response = client.get("/docs")
     assert response.status_code == 200 and "swagger-ui" in response.text
+
+
+def test_cors_origins_from_settings(model_root: Path) -> None:
+    settings = make_settings(model_root, cors_origins=["https://app.example"])
+    with TestClient(create_app(settings)) as client:
+        preflight = client.options(
+            "/v1/predict",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        other = client.get("/healthz", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
