@@ -11,6 +11,7 @@ after ``1.9``); ``name`` plus ``version`` addresses any loaded version.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
@@ -174,29 +175,34 @@ class ModelRepository:
         self.closing = False
 
     async def load(self) -> None:
-        """Load every model folder; failures are recorded, never raised."""
-        for path in scan(self.settings.model_dir):
-            try:
-                model = await self._load_one(path)
-            except Exception as exc:
-                failure = LoadFailure(path.parent.name, path.name, path, _reason(exc))
+        """Load every model folder, concurrently; failures are recorded, never raised."""
+        paths = scan(self.settings.model_dir)
+        # The CPU runner's limiter bounds how many load at once (sessions, warm-up).
+        results = await asyncio.gather(
+            *(self._load_one(path) for path in paths), return_exceptions=True
+        )
+        for path, result in zip(paths, results, strict=True):
+            if isinstance(result, LoadedModel):
+                self._models.setdefault(result.name, {})[result.version] = result
+                log.info(
+                    "model %s/%s ready on %s (warm-up %.2f s)",
+                    result.name,
+                    result.version,
+                    ",".join(result.session.providers_in_use),
+                    result.warmup_s,
+                )
+            elif isinstance(result, Exception):
+                failure = LoadFailure(path.parent.name, path.name, path, _reason(result))
                 log.error(
                     "model %s/%s failed to load: %s",
                     failure.name,
                     failure.version,
                     failure.reason,
-                    exc_info=exc,
+                    exc_info=result,
                 )
                 self.failures.append(failure)
-                continue
-            self._models.setdefault(model.name, {})[model.version] = model
-            log.info(
-                "model %s/%s ready on %s (warm-up %.2f s)",
-                model.name,
-                model.version,
-                ",".join(model.session.providers_in_use),
-                model.warmup_s,
-            )
+            else:  # CancelledError or another BaseException: not a model's fault
+                raise result
         if not self._models and not self.failures:
             log.warning("no model folders under %s", self.settings.model_dir)
         self.loaded = True
