@@ -22,8 +22,12 @@ echo '```console'
 echo "\$ python -m service serve --port $PORT --workers 2"
 python -m service serve --port $PORT --workers 2 ${MODEL_DIR:+--model-dir "$MODEL_DIR"} >"$WORK/server.log" 2>&1 &
 SERVER=$!
-for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.25; done
-sed -n '1,12p' "$WORK/server.log"
+# /readyz answers from whichever worker is up; wait for both to finish starting.
+for _ in $(seq 1 240); do
+  [ "$(grep -c 'Application startup complete' "$WORK/server.log")" -ge 2 ] && break; sleep 0.25
+done
+curl -s -w '  HTTP %{http_code}\n' "http://127.0.0.1:$PORT/readyz" >/dev/null
+grep -v '"GET /readyz' "$WORK/server.log"
 echo '```'
 echo
 echo "## Some inputs: a drawn 7 and a spoken \"seven\""
