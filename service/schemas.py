@@ -228,22 +228,76 @@ class HealthResponse(BaseModel):
     )
 
 
-_ERROR_DESCRIPTIONS: dict[int, str] = {
-    400: "Malformed request: not valid multipart, or the body ends early.",
-    404: "No such model or version.",
-    413: "A field, or the whole body, is over its limit (`error.field` names the field).",
-    415: "A file is not a supported image or audio format, judged from its bytes.",
-    422: "A field is missing, unknown, empty, corrupt or not usable by this model.",
-    429: "The model's queue is full; retry after `Retry-After` seconds.",
-    500: "Inference failed.",
-    503: "The model failed to load, is still loading, or the service is shutting down.",
-    504: "No answer within the request timeout.",
+# status: (description, example code, example message, example field)
+_ERRORS: dict[int, tuple[str, str, str, str | None]] = {
+    400: (
+        "Malformed request: not valid multipart, or the body ends early.",
+        "bad_request",
+        "the multipart body ends before its closing boundary",
+        None,
+    ),
+    404: (
+        "No such model or version.",
+        "model_not_found",
+        "no model named 'digits'; the models are: digits-concat, digits-xattn",
+        None,
+    ),
+    413: (
+        "A field, or the whole body, is over its limit (`error.field` names the field).",
+        "payload_too_large",
+        "audio is 42.00 s long; the limit is 30 s",
+        "audio",
+    ),
+    415: (
+        "A file is not a supported image or audio format, judged from its bytes.",
+        "unsupported_media_type",
+        "not a supported image; expected one of PNG, JPEG, WEBP, GIF, BMP, TIFF",
+        "image",
+    ),
+    422: (
+        "A field is missing, unknown, empty, corrupt or not usable by this model.",
+        "invalid_input",
+        "unknown field 'video'; the accepted fields are text, image and audio",
+        "video",
+    ),
+    429: (
+        "The model's queue is full; retry after `Retry-After` seconds.",
+        "overloaded",
+        "model 'digits-xattn' has 256 requests queued (limit 256); retry shortly",
+        None,
+    ),
+    500: ("Inference failed.", "inference_failed", "ONNX Runtime failed: ...", None),
+    503: (
+        "The model failed to load, is still loading, or the service is shutting down.",
+        "model_not_ready",
+        "model 'digits-gated' version '1' failed to load: no manifest.json",
+        None,
+    ),
+    504: (
+        "No answer within the request timeout.",
+        "timeout",
+        "no answer within 30 s",
+        None,
+    ),
 }
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` entries for these error statuses, all with ErrorResponse."""
-    return {
-        status: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS[status]}
-        for status in statuses
-    }
+    """OpenAPI ``responses=`` entries for these error statuses: ErrorResponse, one example each."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        description, code, message, field = _ERRORS[status]
+        example = {
+            "error": {
+                "code": code,
+                "message": message,
+                "field": field,
+                "request_id": "4b1c0f3e9a7d4e51",
+            }
+        }
+        responses[status] = {
+            "model": ErrorResponse,
+            "description": description,
+            "content": {"application/json": {"example": example}},
+        }
+    return responses
