@@ -73,6 +73,8 @@ echo 'Open <http://127.0.0.1:8011/docs> in a browser: every endpoint is listed w
 echo 'errors, and the upload endpoints offer a text box and two file pickers with "Try it out"'
 echo 'already on. The page needs no internet access (its assets are served locally).'
 echo
+echo '![Uploading a drawn 7 and a spoken seven from /docs](img/docs-try-it-out.png)'
+echo
 run "curl -s http://127.0.0.1:$PORT/docs | grep -o '<title>.*</title>\|/docs-static/[a-z.-]*js'"
 run "curl -s http://127.0.0.1:$PORT/openapi.json | python3 -c 'import json, sys; d = json.load(sys.stdin); print(\"openapi\", d[\"openapi\"]); [print(m.upper(), p, sorted(o[\"responses\"])) for p, ops in d[\"paths\"].items() for m, o in ops.items()]; print(json.dumps(d[\"paths\"][\"/v1/predict\"][\"post\"][\"requestBody\"][\"content\"][\"multipart/form-data\"][\"schema\"][\"properties\"], indent=1))'"
 echo
