@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__, docs, exception_handlers
 from service.cli import BLAS_THREAD_VARIABLES
+from service.lifecycle import Lifecycle
 from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import RequestIdMiddleware
 from service.repository import ModelRepository
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.repository = None
+    app.state.lifecycle = Lifecycle()  # set draining by the server on SIGTERM
     app.state.metrics = Metrics()
     exception_handlers.install(app)
     docs.install(app)

@@ -13,11 +13,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import math
 import os
 import sys
 import tempfile
 from collections.abc import Callable, MutableMapping, Sequence
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+STARTUP_FAILURE = 3  # as uvicorn exits when the app cannot start
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # flag -> environment variable read by Settings
 _SERVE_FLAGS = {
@@ -78,21 +84,45 @@ def serve(args: argparse.Namespace) -> int:
     from service.settings import Settings
 
     settings = Settings()  # validates the flags and environment before any worker starts
-    if settings.workers > 1:
-        # Each worker writes its metrics here; /metrics in any worker merges them all.
-        os.environ.setdefault(
-            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="mmserve-metrics-")
-        )
+    if settings.workers == 1:
+        return serve_draining(settings)
+    # Each worker writes its metrics here; /metrics in any worker merges them all.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="mmserve-metrics-"))
+    # uvicorn's supervisor passes SIGTERM to each worker, which closes its listener at once and
+    # then drains: no readiness flip, no grace period (see service.lifecycle).
     uvicorn.run(
         "service.app:app_from_env",
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        http="service.protocol:CoalescingHttpToolsProtocol",
         log_level=settings.log_level,
         timeout_graceful_shutdown=round(settings.drain_timeout_s + settings.shutdown_grace_s),
     )
     return 0
+
+
+def serve_draining(settings: Settings) -> int:
+    """One process that drains on SIGTERM as :mod:`service.lifecycle` describes, then exits 0."""
+    import uvicorn
+
+    from service.app import app_from_env
+    from service.lifecycle import DrainingServer
+    from service.protocol import CoalescingHttpToolsProtocol
+
+    app = app_from_env()
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        http=CoalescingHttpToolsProtocol,
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+    )
+    server = DrainingServer(config, app.state.lifecycle, settings.shutdown_grace_s)
+    server.run()
+    return 0 if server.started else STARTUP_FAILURE
 
 
 def bench(argv: list[str]) -> int:

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request
 
 from service.errors import ModelNotReady
+from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 from service.middleware import arrival, request_id
 from service.repository import LoadedModel, ModelRepository
@@ -29,6 +30,11 @@ def get_repository(request: Request) -> ModelRepository:
     if repository is None:
         raise ModelNotReady("the service is starting")
     return repository
+
+
+def get_lifecycle(request: Request) -> Lifecycle:
+    lifecycle: Lifecycle = request.app.state.lifecycle
+    return lifecycle
 
 
 def get_metrics(request: Request) -> Metrics:
@@ -56,6 +62,7 @@ async def get_uploads(request: Request) -> Uploads:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
 CpuDep = Annotated[CpuRunner, Depends(get_cpu)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 ArrivalDep = Annotated[float, Depends(get_arrival)]

@@ -222,7 +222,7 @@ class HealthResponse(BaseModel):
         json_schema_extra={"example": {"status": "ok", "models": {"digits-xattn": "ready"}}}
     )
 
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "unavailable", "draining"]
     models: dict[str, str] = Field(
         default_factory=dict, description="Per model: `ready`, or why it is not."
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from service.deps import RepositoryDep
+from service.deps import LifecycleDep, RepositoryDep
 from service.schemas import HealthResponse
 
 router = APIRouter(tags=["health"])
@@ -19,10 +19,18 @@ async def healthz() -> HealthResponse:
 @router.get(
     "/readyz",
     summary="Readiness",
-    responses={503: {"model": HealthResponse, "description": "Not every model is ready."}},
+    responses={
+        503: {"model": HealthResponse, "description": "Not every model is ready, or draining."}
+    },
 )
-async def readyz(repository: RepositoryDep, response: Response) -> HealthResponse:
-    """200 when every model folder loaded and warmed up; 503 (with the reasons) otherwise."""
+async def readyz(
+    repository: RepositoryDep, lifecycle: LifecycleDep, response: Response
+) -> HealthResponse:
+    """200 when every model folder loaded and warmed up; 503 (with the reasons) otherwise, and
+    from the moment a shutdown begins (``draining``, see :mod:`service.lifecycle`)."""
+    if lifecycle.draining:
+        response.status_code = 503
+        return HealthResponse(status="draining", models=repository.readiness())
     ready = repository.ready
     if not ready:
         response.status_code = 503
