@@ -12,12 +12,16 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from service.app import create_app
 from service.deploy.replicas import free_port
 from service.settings import REPO_ROOT
+from tests.service.conftest import make_settings
 
 GRACE_S = 1.0
 
@@ -75,3 +79,14 @@ def test_second_signal_skips_the_grace_period(server: tuple[subprocess.Popen[str
     process.send_signal(signal.SIGINT)
     assert process.wait(10) == 0
     assert time.monotonic() - started < GRACE_S
+
+
+def test_the_app_is_unready_but_serving_while_it_drains(model_root: Path) -> None:
+    app = create_app(make_settings(model_root))
+    with TestClient(app) as client:
+        assert client.get("/readyz").json()["status"] == "ok"
+        app.state.lifecycle.begin_drain()  # what DrainingServer does on SIGTERM
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["status"] == "draining"
+        assert client.post("/v1/predict", files={"text": (None, b"seven")}).status_code == 200
