@@ -14,10 +14,11 @@ On SIGTERM (or SIGINT) a replica behind a load balancer must not drop requests:
 
 A second signal skips what is left of the grace period; a third forces the exit at once.
 
-Only :class:`DrainingServer` does steps 1-2: uvicorn's own ``Server`` closes the listener on
-the first signal, and re-raises the signal after shutdown so the process dies by it. Under
-``serve --workers N`` uvicorn's supervisor runs its own ``Server`` in each worker: SIGTERM
-then skips the readiness flip and the grace period, but steps 3 and 4 still hold.
+Only :class:`DrainingServer` (what ``serve`` runs for one process) does steps 1-2: uvicorn's
+own ``Server`` closes the listener on the first signal, and re-raises the signal after shutdown
+so the process dies by it. Under ``serve --workers N`` uvicorn's supervisor runs its own
+``Server`` in each worker and passes SIGTERM on: the workers skip the readiness flip and the
+grace period but still finish their requests and batches, and the supervisor exits 0.
 """
 
 from __future__ import annotations
