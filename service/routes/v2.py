@@ -157,7 +157,8 @@ async def infer(
     ``audio``, ``text``) or the graph's feature tensors."""
     limit = settings.limits.max_body_bytes
     body = await _read_body(request, limit)
-    body = await cpu.run(decompress, body, request.headers.get("content-encoding"), limit)
+    if encoding := request.headers.get("content-encoding"):
+        body = await cpu.run(decompress, body, encoding, limit)
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
     decoded = await cpu.run(decode_request, body, header_length)
     outputs = resolve_outputs(decoded.outputs, model.manifest, decoded.binary_output)

@@ -125,6 +125,11 @@ def _is_raw(tensor: Tensor, manifest: Manifest) -> bool:
 
 
 def _check_known(tensor: Tensor, spec: TensorSpec | None, manifest: Manifest) -> None:
+    if spec is None and tensor.name in manifest.modality_order:
+        raise InvalidInput(
+            f"input {tensor.name!r} has datatype {tensor.datatype}; raw inputs are BYTES",
+            field=tensor.name,
+        )
     if spec is None:
         graph = ", ".join(s.name for s in manifest.inputs)
         raw = ", ".join(manifest.modality_order)

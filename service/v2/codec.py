@@ -117,6 +117,8 @@ def decode_request(body: bytes, header_length: int | None) -> InferenceRequest:
             f"{HEADER_LENGTH} is {header_length} but the body has only {len(body)} bytes"
         )
     header = _parse_header(body[:header_length])
+    if header.parameters.get("sequence_id") not in (None, 0, ""):
+        raise InvalidInput("sequences (sequence_id) are not supported: every model is stateless")
     binary = memoryview(body)[header_length:]
     inputs: list[Tensor] = []
     offset = 0

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 import uvicorn
+from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
 from service.app import create_app
@@ -428,6 +429,16 @@ def test_unknown_routes_and_methods(http: httpx.Client) -> None:
     response = http.get(f"/v2/models/{DEFAULT_MODEL}/infer")
     assert response.status_code == 405 and response.headers["Allow"] == "POST"
     assert set(response.json()) == {"error"}
+
+
+def test_full_queue_is_503(model_root: Path) -> None:
+    settings = make_settings(model_root, batching={"max_queue": 1, "max_batch_size": 2})
+    body = json.dumps(_json_input("text", "BYTES", [2], ["one", "two"])).encode()
+    with TestClient(create_app(settings)) as client:
+        response = client.post(f"/v2/models/{DEFAULT_MODEL}/infer", content=body)
+    assert response.status_code == 503
+    assert "retry shortly" in response.json()["error"]
+    assert response.headers["Retry-After"]
 
 
 def test_client_sees_the_message(triton: httpclient.InferenceServerClient) -> None:

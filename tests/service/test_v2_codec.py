@@ -227,3 +227,9 @@ def test_json_only_response_has_no_header_length() -> None:
         "model_version": "1",
         "outputs": [{"name": "x", "datatype": "FP64", "shape": [2], "data": [0.0, 0.0]}],
     }
+
+
+def test_sequences_are_refused() -> None:
+    body, size = _client_body([_input("x", np.zeros(1, np.float32), "FP32", True)], sequence_id=3)
+    with pytest.raises(InvalidInput, match="sequences"):
+        decode_request(body, size)
