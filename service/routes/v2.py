@@ -16,10 +16,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
 
 from service import __version__
 from service.deps import ArrivalDep, CpuDep, MetricsDep, RepositoryDep, SettingsDep
-from service.errors import PayloadTooLarge, ServiceError
+from service.errors import InvalidInput, PayloadTooLarge, ServiceError
 from service.repository import LoadedModel
 from service.runtime.rows import FeatureRow
 from service.v2 import metadata
@@ -205,10 +206,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    except ClientDisconnect as exc:
+        raise InvalidInput("the client disconnected before the body was complete") from exc
     return bytes(body)
 
 
