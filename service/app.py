@@ -21,7 +21,7 @@ from service.cli import BLAS_THREAD_VARIABLES
 from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import RequestIdMiddleware
 from service.repository import ModelRepository
-from service.routes import health, metrics, models, predict, web
+from service.routes import health, metrics, models, predict, v2, web
 from service.runtime.threads import CpuRunner
 from service.settings import Settings
 
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     exception_handlers.install(app)
     docs.install(app)
     web.install(app)
-    for router in (predict.router, models.router, health.router, metrics.router):
+    for router in (predict.router, models.router, health.router, metrics.router, v2.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(
