@@ -77,7 +77,11 @@ router = APIRouter(
     prefix="/v2",
     tags=["v2 (Open Inference Protocol)"],
     route_class=V2Route,
-    responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    # Ranges, not single codes: FastAPI then documents no 422, which these routes never send.
+    responses={
+        "4XX": {"model": ErrorBody, "description": "400 bad request, 404 unknown model, 405"},
+        "5XX": {"model": ErrorBody, "description": "503 not ready or queue full, 504, 500"},
+    },
 )
 MODEL = "/models/{model}"
 VERSION = "/models/{model}/versions/{version}"
