@@ -83,6 +83,28 @@ router = APIRouter(
         "5XX": {"model": ErrorBody, "description": "503 not ready or queue full, 504, 500"},
     },
 )
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+INFER_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The JSON inference request; with binary tensor data after it, the "
+        "Inference-Header-Content-Length header gives the JSON part's length.",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/octet-stream": _BINARY,
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "The JSON inference response; binary outputs follow it when the "
+            "Inference-Header-Content-Length header is present.",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "application/octet-stream": _BINARY,
+            },
+        }
+    },
+}
 MODEL = "/models/{model}"
 VERSION = "/models/{model}/versions/{version}"
 
@@ -147,8 +169,8 @@ async def model_config(model: ModelDep, settings: SettingsDep) -> dict[str, Any]
     )
 
 
-@router.post(f"{MODEL}/infer", summary="Inference")
-@router.post(f"{VERSION}/infer", summary="Inference (a version)")
+@router.post(f"{MODEL}/infer", summary="Inference", openapi_extra=INFER_OPENAPI)
+@router.post(f"{VERSION}/infer", summary="Inference (a version)", openapi_extra=INFER_OPENAPI)
 async def infer(
     request: Request,
     model: ModelDep,
