@@ -36,14 +36,14 @@ TEXT = "seven"
 
 @pytest.fixture(scope="module")
 def server_url(model_root: Path) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(make_settings(model_root)), host="127.0.0.1", port=port, log_level="warning"
-    )
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))  # bound here, so no other process can take the port
+    port = listener.getsockname()[1]
+    config = uvicorn.Config(create_app(make_settings(model_root)), log_level="warning")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="v2-server", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [listener]}, name="v2-server", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + 120
     while not server.started:
@@ -53,6 +53,7 @@ def server_url(model_root: Path) -> Iterator[str]:
     yield f"127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=30)
+    listener.close()
 
 
 @pytest.fixture(scope="module")
