@@ -284,6 +284,27 @@ def test_feature_batch_without_presence(
     assert_same_as_v1(result, 1, v1_answer(http, {"image": sample["image"], "text": TEXT}), direct)
 
 
+def _batch_histogram(http: httpx.Client) -> tuple[float, float]:
+    """(batches run, rows in them) so far for the default model."""
+    text = http.get("/metrics").text
+    values = []
+    for part in ("count", "sum"):
+        pattern = rf'^mmserve_batch_size_{part}{{model="{DEFAULT_MODEL}"}} (\S+)$'
+        found = re.search(pattern, text, re.MULTILINE)
+        assert found is not None, pattern
+        values.append(float(found.group(1)))
+    return values[0], values[1]
+
+
+def test_rows_of_one_request_share_a_batch(
+    triton: httpclient.InferenceServerClient, http: httpx.Client
+) -> None:
+    count, total = _batch_histogram(http)
+    feeds = {"image": np.zeros((3, 1, 32, 32), np.float32)}
+    triton.infer(DEFAULT_MODEL, feature_inputs(feeds, binary=True))
+    assert _batch_histogram(http) == (count + 1, total + 3)
+
+
 # -- outputs --------------------------------------------------------------------------------
 
 
