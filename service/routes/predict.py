@@ -14,6 +14,7 @@ from service.deps import (
     DefaultModelDep,
     MetricsDep,
     ModelDep,
+    ReceiveDep,
     RequestIdDep,
     SettingsDep,
     TopKQuery,
@@ -56,11 +57,18 @@ async def predict(
     metrics: MetricsDep,
     request_id: RequestIdDep,
     arrival: ArrivalDep,
+    receive: ReceiveDep,
     top_k: TopKQuery = 3,
 ) -> PredictResponse:
     """Every task's top label, its probability and the top-k list for the uploaded inputs."""
     inference = await infer(
-        model, uploads, cpu=cpu, settings=settings, metrics=metrics, started=arrival
+        model,
+        uploads,
+        cpu=cpu,
+        settings=settings,
+        metrics=metrics,
+        started=arrival,
+        receive=receive,
     )
     return _predict_response(inference, request_id, top_k)
 
@@ -79,11 +87,18 @@ async def predict_default(
     metrics: MetricsDep,
     request_id: RequestIdDep,
     arrival: ArrivalDep,
+    receive: ReceiveDep,
     top_k: TopKQuery = 3,
 ) -> PredictResponse:
     """As `POST /v1/models/{model}/predict`, on the default model (see `GET /v1/models`)."""
     inference = await infer(
-        model, uploads, cpu=cpu, settings=settings, metrics=metrics, started=arrival
+        model,
+        uploads,
+        cpu=cpu,
+        settings=settings,
+        metrics=metrics,
+        started=arrival,
+        receive=receive,
     )
     return _predict_response(inference, request_id, top_k)
 
@@ -102,13 +117,20 @@ async def embed(
     metrics: MetricsDep,
     request_id: RequestIdDep,
     arrival: ArrivalDep,
+    receive: ReceiveDep,
 ) -> EmbedResponse:
     """The model's fused representation of the uploaded inputs."""
     output = model.manifest.embedding_output
     if output is None:
         raise InvalidInput(f"model {model.name!r} has no embedding output")
     inference = await infer(
-        model, uploads, cpu=cpu, settings=settings, metrics=metrics, started=arrival
+        model,
+        uploads,
+        cpu=cpu,
+        settings=settings,
+        metrics=metrics,
+        started=arrival,
+        receive=receive,
     )
     vector = inference.outputs[output].astype(float).ravel().tolist()
     return EmbedResponse(
