@@ -23,9 +23,10 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -40,8 +41,13 @@ from service.manifest import Manifest
 from service.runtime.rows import FeatureRow, collate, split_rows
 from service.runtime.session import ModelSession
 
-BatchObserver = Callable[[int, float], None]
-"""Called after every batch with (batch size, inference seconds); used for metrics."""
+
+class BatchObserver(Protocol):
+    """What the batcher reports as it works (metrics implement this)."""
+
+    def queue_changed(self, depth: int) -> None: ...
+
+    def batch_done(self, size: int, inference_s: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,8 @@ class Batcher:
         pending = _Pending(row, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
         self._wakeup.set()
+        if self._observer is not None:
+            self._observer.queue_changed(len(self._queue))
         try:
             return await asyncio.wait_for(asyncio.shield(pending.future), timeout_s)
         except TimeoutError:
@@ -147,6 +155,8 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
+            if self._observer is not None:
+                self._observer.queue_changed(len(self._queue))
             self._running_batch = True
             try:
                 started = time.perf_counter()
@@ -157,7 +167,7 @@ class Batcher:
             finally:
                 self._running_batch = False
             if self._observer is not None:
-                self._observer(len(batch), inference_s)
+                self._observer.batch_done(len(batch), inference_s)
             for pending, result in zip(batch, results, strict=True):
                 if pending.future.done():
                     continue

@@ -1,0 +1,109 @@
+"""The vectorised MFCC/log-mel must equal librosa's reference functions (issue 4, item 3)."""
+
+from __future__ import annotations
+
+import io
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.features.audio import audio_features, clip_batch_features, decode_audio, fit_clip
+from service.manifest import AudioRecipe
+
+RECIPE = AudioRecipe(
+    input="audio", sample_rate=16000, clip_seconds=1.0, n_fft=512, hop_length=160,
+    n_mels=40, n_mfcc=20,
+)
+
+
+def _clips(count: int) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    t = np.arange(RECIPE.clip_samples) / RECIPE.sample_rate
+    clips = []
+    for i in range(count):
+        tone = np.sin(2 * np.pi * (200 + 150 * i) * t) * np.hanning(t.size)
+        clips.append(0.3 * tone + 0.02 * rng.standard_normal(t.size))
+    clips[0][: RECIPE.clip_samples // 2] = 0.0  # silence exercises the amin/top_db floors
+    return np.asarray(clips, dtype=np.float32)
+
+
+def _assert_close(ours: np.ndarray, reference: np.ndarray) -> None:
+    # 1e-4 relative to the feature's scale: MFCCs cross zero, so a plain per-element relative
+    # error is meaningless where the reference value is ~0.
+    scale = float(np.abs(reference).max())
+    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("feature", ["mfcc", "log_mel"])
+def test_batch_features_equal_librosa(feature: str) -> None:
+    recipe = RECIPE.model_copy(update={"feature": feature})
+    clips = _clips(6)
+    ours = clip_batch_features(clips, recipe)
+    if feature == "mfcc":
+        reference = np.stack([
+            librosa.feature.mfcc(y=c, sr=16000, n_mfcc=20, n_fft=512, hop_length=160, n_mels=40)
+            for c in clips
+        ])
+    else:
+        reference = np.stack([
+            librosa.power_to_db(
+                librosa.feature.melspectrogram(y=c, sr=16000, n_fft=512, hop_length=160, n_mels=40),
+                top_db=80.0,
+            )
+            for c in clips
+        ])
+    assert ours.shape == (6, recipe.coefficients, recipe.frames) == reference.shape
+    assert ours.dtype == np.float32
+    _assert_close(ours, reference)
+
+
+def test_batching_does_not_change_a_clip() -> None:
+    clips = _clips(5)
+    batched = clip_batch_features(clips, RECIPE)
+    for i, clip in enumerate(clips):
+        np.testing.assert_array_equal(clip_batch_features(clip[None], RECIPE)[0], batched[i])
+
+
+def test_fit_clip_cuts_centre_and_pads_both_sides() -> None:
+    long = np.arange(20000, dtype=np.float32)
+    cut = fit_clip(long, 16000, RECIPE)
+    assert cut.shape == (16000,) and cut[0] == 2000
+    short = np.ones(1000, dtype=np.float32)
+    padded = fit_clip(short, 16000, RECIPE)
+    assert padded.shape == (16000,) and padded[7500] == 1 and padded[0] == 0 and padded[-1] == 0
+
+
+def test_resampling_matches_librosa_resample() -> None:
+    clip = _clips(1)[0]
+    at_44k = librosa.resample(clip, orig_sr=16000, target_sr=44100)
+    fitted = fit_clip(at_44k.astype(np.float32), 44100, RECIPE)
+    reference = librosa.resample(at_44k, orig_sr=44100, target_sr=16000)
+    reference = fit_clip(reference.astype(np.float32), 16000, RECIPE)
+    np.testing.assert_allclose(fitted, reference, atol=1e-5)
+
+
+def _wav(samples: np.ndarray, rate: int, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, subtype=subtype, format=fmt)
+    return buffer.getvalue()
+
+
+def test_stereo_is_mixed_to_mono() -> None:
+    left = _clips(1)[0]
+    stereo = np.stack([left, np.zeros_like(left)], axis=1)
+    mono, rate = decode_audio(_wav(stereo, 16000, "FLOAT"), max_seconds=5)
+    assert rate == 16000
+    np.testing.assert_allclose(mono, left / 2, atol=1e-6)
+
+
+def test_limits_and_bad_bytes_are_named_errors() -> None:
+    with pytest.raises(PayloadTooLarge) as too_long:
+        audio_features(_wav(np.zeros(16000 * 3, np.float32), 16000), RECIPE, max_seconds=2)
+    assert too_long.value.field == "audio"
+    with pytest.raises(UnsupportedMediaType):
+        audio_features(b"\x89PNG\r\n\x1a\n" + b"0" * 100, RECIPE, max_seconds=2)
+    with pytest.raises(InvalidInput):
+        audio_features(_wav(_clips(1)[0], 16000)[:30], RECIPE, max_seconds=2)
