@@ -9,3 +9,12 @@ One run measures, on the bundled default model and realistic uploads:
 then :mod:`.targets` checks issue 4's targets and :mod:`.report` prints the table and JSON.
 :mod:`.runner` holds the sequence; :mod:`.servers` starts and stops the servers under test.
 """
+
+from __future__ import annotations
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m service bench`` (imported lazily by ``service.cli``)."""
+    from service.bench.cli import main as cli_main
+
+    return cli_main(argv)

@@ -1,4 +1,8 @@
-"""``python -m service bench``: arguments, the run, and where its output goes."""
+"""``python -m service bench``: arguments, the run, and where its output goes.
+
+Only argparse at import time: ``service.cli`` imports :func:`add_arguments` to build its
+``bench`` subcommand without loading numpy or ONNX Runtime.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from service.bench.load import LoadGeneratorMissing
-from service.bench.report import table
-from service.bench.runner import QUICK, Options, Plan, run
-from service.bench.servers import ServerFailed
-from service.settings import REPO_ROOT
+DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "onnx_models"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke test of well under a minute")
     parser.add_argument("--out", type=Path, help="also write the JSON summary to this file")
     parser.add_argument(
-        "--model-dir", type=Path, default=REPO_ROOT / "onnx_models", help="model repository"
+        "--model-dir", type=Path, default=DEFAULT_REPOSITORY, help="model repository"
     )
     parser.add_argument("--model", default="digits-xattn", help="model name in the repository")
     parser.add_argument(
@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    from service.bench.load import LoadGeneratorMissing
+    from service.bench.report import table
+    from service.bench.runner import QUICK, Options, Plan, run
+    from service.bench.servers import ServerFailed
+
     options = Options(
         plan=QUICK if args.quick else Plan(),
         quick=args.quick,

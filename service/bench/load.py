@@ -3,7 +3,8 @@
 Every request posts the same multipart body (built once, written to a file, sent with
 ``-D``). Figures come from hey's summary: requests per second counts 2xx answers only;
 latency percentiles are hey's (0.1 ms resolution); errors are non-2xx answers plus
-connection-level errors (timeouts, resets, refused).
+connection-level errors (timeouts, resets, refused). hey prints no 99th percentile for runs
+of fewer than 100 requests; the nearest-rank p99 of those is the slowest request, used then.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def run_hey(command: list[str], timeout_s: float) -> HeyResult:
 
 
 _TOTAL = re.compile(r"Total:\s+([\d.]+) secs")
+_SLOWEST = re.compile(r"Slowest:\s+([\d.]+) secs")
 _PERCENTILE = re.compile(r"(\d+)% in ([\d.]+) secs")
 _STATUS = re.compile(r"\[(\d{3})\]\s+(\d+) responses")
 _ERROR = re.compile(r"^\s*\[(\d+)\]\s+(.*)$", re.MULTILINE)
@@ -116,7 +118,10 @@ def parse_summary(text: str) -> HeyResult:
     total = _TOTAL.search(text)
     if total is None:
         raise ValueError(f"not a hey summary:\n{text[:2000]}")
-    percentiles = {int(p): float(s) * 1000.0 for p, s in _PERCENTILE.findall(text)}
+    percentiles = {int(p): round(float(s) * 1000.0, 2) for p, s in _PERCENTILE.findall(text)}
+    slowest = _SLOWEST.search(text)
+    if 99 not in percentiles and slowest is not None and float(slowest.group(1)) > 0:
+        percentiles[99] = round(float(slowest.group(1)) * 1000.0, 2)
     codes = {int(code): int(n) for code, n in _STATUS.findall(text)}
     _, _, error_part = text.partition("Error distribution:")
     connection_errors = sum(int(n) for n, _ in _ERROR.findall(error_part))

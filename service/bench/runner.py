@@ -44,7 +44,7 @@ _PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_pr
 @dataclass(frozen=True)
 class Plan:
     load_seconds: float = 8.0
-    warmup_seconds: float = 2.0
+    warmup_requests: int = 500  # at the top concurrency, before each server's runs
     concurrencies: tuple[int, ...] = (1, 8, 32)
     ceiling_seconds: float = 5.0
     ceiling_batch_size: int = 8
@@ -56,7 +56,7 @@ class Plan:
 
 QUICK = Plan(
     load_seconds=1.5,
-    warmup_seconds=0.5,
+    warmup_requests=128,
     ceiling_seconds=1.0,
     single_requests=30,
     soak_requests=600,
@@ -193,8 +193,13 @@ def measure_server(
     plan = options.plan
     log(f"starting {spec.name}: {' '.join(spec.command[1:])}")
     with running(spec, port, log_dir) as server:
-        log(f"{spec.name} ready in {server.ready_s:.2f} s; warming up {plan.warmup_seconds:g} s")
-        _load(server, body, max(plan.concurrencies), plan.warmup_seconds)
+        log(f"{spec.name} ready in {server.ready_s:.2f} s; warming up")
+        # Every worker's first requests pay one-off costs (lazy imports, first-use buffers);
+        # a fixed number of requests, not a duration, so a slow start cannot cut it short.
+        command = hey_command(
+            server.url(PREDICT_PATH), body, max(plan.concurrencies), requests=plan.warmup_requests
+        )
+        run_hey(command, _hey_timeout(plan.warmup_requests / 10.0))
         runs = []
         for concurrency in plan.concurrencies:
             result = _load(server, body, concurrency, plan.load_seconds)
