@@ -54,6 +54,7 @@ class LoadRun:
     concurrency: int
     batching: bool
     result: HeyResult
+    connections_per_worker: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         r = self.result
@@ -68,6 +69,7 @@ class LoadRun:
             "requests": r.ok + r.non_2xx,
             "seconds": round(r.seconds, 2),
             "status_codes": {str(k): v for k, v in sorted(r.status_codes.items())},
+            "connections_per_worker": self.connections_per_worker,
         }
 
 

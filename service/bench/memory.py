@@ -28,6 +28,14 @@ def _children_by_parent() -> dict[int, list[int]]:
     return tree
 
 
+def parent_of(pid: int) -> int | None:
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and all its descendants that are alive now."""
     tree = _children_by_parent()

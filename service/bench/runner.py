@@ -19,6 +19,7 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from service.bench import ceiling, memory
+from service.bench.connections import connections_per_worker
 from service.bench.load import (
     Body,
     HeyResult,
@@ -142,9 +143,20 @@ def _hey_timeout(seconds: float) -> float:
     return seconds + 60.0
 
 
-def _load(server: RunningServer, body: Body, concurrency: int, seconds: float) -> HeyResult:
+def _load(
+    server: RunningServer, body: Body, concurrency: int, seconds: float
+) -> tuple[HeyResult, list[int]]:
+    """One hey run; also which worker held the connections, sampled half way through."""
     command = hey_command(server.url(PREDICT_PATH), body, concurrency, seconds=seconds)
-    return run_hey(command, _hey_timeout(seconds))
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as hey:
+        time.sleep(seconds / 2)
+        split = connections_per_worker(server.process.pid, server.port)
+        out, err = hey.communicate(timeout=_hey_timeout(seconds))
+    if hey.returncode != 0:
+        raise RuntimeError(f"hey failed ({hey.returncode}): {err.strip()[-2000:]}")
+    return parse_summary(out), split
 
 
 def _soak(server: RunningServer, body: Body, plan: Plan) -> dict[str, Any]:
@@ -202,11 +214,11 @@ def measure_server(
         run_hey(command, _hey_timeout(plan.warmup_requests / 10.0))
         runs = []
         for concurrency in plan.concurrencies:
-            result = _load(server, body, concurrency, plan.load_seconds)
-            runs.append(LoadRun(system, concurrency, batching, result))
+            result, split = _load(server, body, concurrency, plan.load_seconds)
+            runs.append(LoadRun(system, concurrency, batching, result, split))
             log(
                 f"{spec.name} c{concurrency}: {result.rps:.1f} rps, p50 {result.p50_ms} ms, "
-                f"p99 {result.p99_ms} ms, {result.errors} errors"
+                f"p99 {result.p99_ms} ms, {result.errors} errors, connections per worker {split}"
             )
         figures = ServerFigures(spec.name, server.ready_s, server.rss_mb(), runs)
         if soak:
