@@ -42,11 +42,11 @@ def _tcp_sockets(port: int) -> dict[int, str]:
     return sockets
 
 
-def connections_per_worker(root_pid: int, port: int) -> list[int]:
-    """Established connections held by each process that listens on ``port``, largest first.
+def connections_by_worker(root_pid: int, port: int) -> dict[int, int]:
+    """Worker pid -> established connections it holds on ``port``.
 
-    A supervisor that listens but leaves accepting to its workers (uvicorn's and gunicorn's
-    masters) is left out.
+    Workers are the processes of the tree that listen on ``port``; a supervisor that listens but
+    leaves accepting to its workers (uvicorn's and gunicorn's masters) is left out.
     """
     sockets = _tcp_sockets(port)
     counts: dict[int, int] = {}
@@ -57,4 +57,9 @@ def connections_per_worker(root_pid: int, port: int) -> list[int]:
     for parent in {parent_of(pid) for pid in counts}:
         if parent is not None:
             counts.pop(parent, None)
-    return sorted(counts.values(), reverse=True)
+    return counts
+
+
+def connections_per_worker(root_pid: int, port: int) -> list[int]:
+    """Established connections per worker, largest first."""
+    return sorted(connections_by_worker(root_pid, port).values(), reverse=True)
