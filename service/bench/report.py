@@ -11,13 +11,22 @@ def _ms(value: float | None) -> str:
 
 def _runs_table(runs: list[dict[str, Any]]) -> list[str]:
     lines = [f"{'system':<10}{'batching':<10}{'c':>4}{'rps':>9}{'p50 ms':>9}{'p99 ms':>9}"
-             f"{'errors':>8}"]  # fmt: skip
+             f"{'errors':>8}  connections per worker"]  # fmt: skip
     for r in runs:
+        split = "/".join(str(n) for n in r.get("connections_per_worker", []))
         lines.append(
             f"{r['system']:<10}{'on' if r['batching'] else 'off':<10}{r['concurrency']:>4}"
-            f"{r['rps']:>9.1f}{_ms(r['p50_ms']):>9}{_ms(r['p99_ms']):>9}{r['errors']:>8}"
+            f"{r['rps']:>9.1f}{_ms(r['p50_ms']):>9}{_ms(r['p99_ms']):>9}{r['errors']:>8}  {split}"
         )
     return lines
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return (
+        f"{value:.0f}" if value == int(value) and abs(value) >= 1 or value == 0 else f"{value:.2f}"
+    )
 
 
 def _targets(targets: dict[str, dict[str, Any]]) -> list[str]:
@@ -26,8 +35,8 @@ def _targets(targets: dict[str, dict[str, Any]]) -> list[str]:
         verdict = "PASS" if check["passed"] else "FAIL"
         ratio = "" if check["ratio"] is None else f"  (ratio {check['ratio']:.2f})"
         lines.append(
-            f"  {verdict}  {check['description']}: {check['value']} {check['unit']} "
-            f"{check['op']} {check['bound']}{ratio}"
+            f"  {verdict}  {check['description']}: {_number(check['value'], check['unit'])} {check['unit']} "
+            f"{check['op']} {_number(check['bound'], check['unit'])}{ratio}"
         )
     return lines
 
