@@ -34,9 +34,10 @@ def _targets(targets: dict[str, dict[str, Any]]) -> list[str]:
     for check in targets.values():
         verdict = "PASS" if check["passed"] else "FAIL"
         ratio = "" if check["ratio"] is None else f"  (ratio {check['ratio']:.2f})"
+        unit = check["unit"]
         lines.append(
-            f"  {verdict}  {check['description']}: {_number(check['value'], check['unit'])} {check['unit']} "
-            f"{check['op']} {_number(check['bound'], check['unit'])}{ratio}"
+            f"  {verdict}  {check['description']}: {_number(check['value'], unit)} {unit} "
+            f"{check['op']} {_number(check['bound'], unit)}{ratio}"
         )
     return lines
 
