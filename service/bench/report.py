@@ -21,12 +21,10 @@ def _runs_table(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _number(value: float | None) -> str:
+def _number(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    return (
-        f"{value:.0f}" if value == int(value) and abs(value) >= 1 or value == 0 else f"{value:.2f}"
-    )
+    return f"{value:.0f}" if unit == "requests" else f"{value:.2f}"
 
 
 def _targets(targets: dict[str, dict[str, Any]]) -> list[str]:
