@@ -16,6 +16,7 @@ fight for the cores.
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from service.bench.uploads import Uploads
 
 Layout = Literal["threads", "processes"]
 _WARMUP_BATCHES = 3
+_START_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def _process_worker(
     with threadpool_limits(1):
         model = load_model(model_dir)
         _warm(model, uploads, batch_size)
-        barrier.wait()  # start together, after every worker has loaded and warmed up
+        barrier.wait(_START_TIMEOUT_S)  # start together, once every worker is loaded and warm
         results.put(_loop(model, uploads, batch_size, seconds))
 
 
@@ -120,7 +122,12 @@ def run_processes(
     for proc in procs:
         proc.start()
     try:
-        collected = [results.get(timeout=seconds + 120) for _ in procs]
+        collected = [results.get(timeout=seconds + _START_TIMEOUT_S) for _ in procs]
+    except queue.Empty:
+        codes = [proc.exitcode for proc in procs]
+        raise RuntimeError(
+            f"ceiling worker processes gave no result (exit codes {codes})"
+        ) from None
     finally:
         for proc in procs:
             proc.join(timeout=10)

@@ -37,6 +37,7 @@ from service.bench.uploads import Uploads, make_uploads, multipart_body
 from service.settings import REPO_ROOT
 
 PREDICT_PATH = "/v1/predict"
+BATCH_SIZE_ENV = "MMSERVE_BATCHING__MAX_BATCH_SIZE"
 # Thread pools every process under test starts with (see docs/benchmark.md).
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
@@ -96,9 +97,17 @@ def service_spec(options: Options, *, batching: bool, port: int) -> ServerSpec:
         "MMSERVE_DEFAULT_MODEL": options.model,
     }
     if not batching:
-        extra["MMSERVE_BATCHING__MAX_BATCH_SIZE"] = "1"
+        extra[BATCH_SIZE_ENV] = "1"
+    env = _clean_env(extra)
+    if batching:
+        env.pop(BATCH_SIZE_ENV, None)  # a value left in the shell would turn batching off
     name = "service-batching" if batching else "service-no-batching"
-    return ServerSpec(name, command, _clean_env(extra))
+    return ServerSpec(name, command, env)
+
+
+def service_env() -> dict[str, str]:
+    """The ``MMSERVE_*`` settings from the caller's environment that the service will see."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("MMSERVE_")}
 
 
 def _gunicorn_has(flag: str) -> bool:
@@ -263,6 +272,7 @@ def run(options: Options) -> dict[str, Any]:
         "model": {"name": options.model, "version": model_dir.name, "path": str(model_dir)},
         "plan": asdict(plan),
         "thread_env": THREAD_ENV,
+        "service_env": service_env(),
     }
     uploads = make_uploads()
     summary["uploads"] = {
