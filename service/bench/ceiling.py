@@ -45,7 +45,7 @@ class CeilingRun:
     rps: float
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "seconds": round(self.seconds, 3), "rps": round(self.rps, 1)}
 
 
 def _loop(
