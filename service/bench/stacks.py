@@ -73,6 +73,8 @@ def thread_group(thread: str) -> str:
 
 
 def classify(frames: list[str]) -> str:
+    if not frames:  # a thread sampled before it ran any Python
+        return "other: no Python frames"
     leaf = frames[-1]
     if leaf.startswith(_IDLE_LEAVES):
         return IDLE
@@ -100,7 +102,7 @@ class Breakdown:
             if not stack:
                 continue
             frames = stack.split(";")
-            self.samples[thread_group(frames[0])][classify(frames[1:] or frames)] += int(count)
+            self.samples[thread_group(frames[0])][classify(frames[1:])] += int(count)
 
     def total(self, group: str | None = None) -> int:
         groups = [group] if group else list(self.samples)
