@@ -1,6 +1,7 @@
 """The service's errors: one base class carrying the HTTP status, one JSON shape everywhere.
 
     ServiceError (500)
+    ├── BadRequest (400)          the request itself is malformed (body, multipart framing)
     ├── InvalidInput (422)        a field is present but unusable: names the field
     │   └── UnsupportedMediaType (415)  bytes are not a supported image/audio format
     ├── PayloadTooLarge (413)     a part or the whole body is over its limit
@@ -30,6 +31,11 @@ class ServiceError(Exception):
     @property
     def headers(self) -> dict[str, str]:
         return {}
+
+
+class BadRequest(ServiceError):
+    status_code = 400
+    code = "bad_request"
 
 
 class InvalidInput(ServiceError):

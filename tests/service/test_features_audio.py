@@ -14,8 +14,13 @@ from service.features.audio import audio_features, clip_batch_features, decode_a
 from service.manifest import AudioRecipe
 
 RECIPE = AudioRecipe(
-    input="audio", sample_rate=16000, clip_seconds=1.0, n_fft=512, hop_length=160,
-    n_mels=40, n_mfcc=20,
+    input="audio",
+    sample_rate=16000,
+    clip_seconds=1.0,
+    n_fft=512,
+    hop_length=160,
+    n_mels=40,
+    n_mfcc=20,
 )
 
 
@@ -43,18 +48,24 @@ def test_batch_features_equal_librosa(feature: str) -> None:
     clips = _clips(6)
     ours = clip_batch_features(clips, recipe)
     if feature == "mfcc":
-        reference = np.stack([
-            librosa.feature.mfcc(y=c, sr=16000, n_mfcc=20, n_fft=512, hop_length=160, n_mels=40)
-            for c in clips
-        ])
+        reference = np.stack(
+            [
+                librosa.feature.mfcc(y=c, sr=16000, n_mfcc=20, n_fft=512, hop_length=160, n_mels=40)
+                for c in clips
+            ]
+        )
     else:
-        reference = np.stack([
-            librosa.power_to_db(
-                librosa.feature.melspectrogram(y=c, sr=16000, n_fft=512, hop_length=160, n_mels=40),
-                top_db=80.0,
-            )
-            for c in clips
-        ])
+        reference = np.stack(
+            [
+                librosa.power_to_db(
+                    librosa.feature.melspectrogram(
+                        y=c, sr=16000, n_fft=512, hop_length=160, n_mels=40
+                    ),
+                    top_db=80.0,
+                )
+                for c in clips
+            ]
+        )
     assert ours.shape == (6, recipe.coefficients, recipe.frames) == reference.shape
     assert ours.dtype == np.float32
     _assert_close(ours, reference)

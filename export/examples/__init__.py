@@ -1,0 +1,1 @@
+"""Example ``--factory`` functions for ``python -m export byom``."""

@@ -1,0 +1,1 @@
+"""HTTP routes, one module per resource: inference (predict, embed), models, health."""
