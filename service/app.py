@@ -21,7 +21,7 @@ from service.cli import BLAS_THREAD_VARIABLES
 from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import RequestIdMiddleware
 from service.repository import ModelRepository
-from service.routes import health, metrics, models, predict
+from service.routes import health, metrics, models, predict, web
 from service.runtime.threads import CpuRunner
 from service.settings import Settings
 
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     exception_handlers.install(app)
     docs.install(app)
+    web.install(app)
     for router in (predict.router, models.router, health.router, metrics.router):
         app.include_router(router)
     if settings.cors_origins:

@@ -1,1 +1,1 @@
-"""HTTP routes, one module per resource: inference (predict, embed), models, health."""
+"""HTTP routes, one module per resource: inference, models, health, metrics, the web page."""
