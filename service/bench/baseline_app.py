@@ -21,7 +21,7 @@ from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from threadpoolctl import threadpool_limits
 
-from service.bench.model import LoadedModel, load_model
+from service.bench.model import InProcessModel, load_model
 from service.errors import ServiceError
 from service.manifest import Modality
 
@@ -38,7 +38,7 @@ def _uploads() -> dict[Modality, bytes | str]:
     return uploads
 
 
-def _answer(model: LoadedModel, outputs: dict[str, Any]) -> dict[str, Any]:
+def _answer(model: InProcessModel, outputs: dict[str, Any]) -> dict[str, Any]:
     tasks = {}
     for task in model.manifest.tasks:
         probs = outputs[task.output]

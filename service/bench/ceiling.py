@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from threadpoolctl import threadpool_limits
 
-from service.bench.model import LoadedModel, load_model
+from service.bench.model import InProcessModel, load_model
 from service.bench.uploads import Uploads
 
 Layout = Literal["threads", "processes"]
@@ -49,7 +49,7 @@ class CeilingRun:
 
 
 def _loop(
-    model: LoadedModel, uploads: Uploads, batch_size: int, seconds: float
+    model: InProcessModel, uploads: Uploads, batch_size: int, seconds: float
 ) -> tuple[int, float]:
     """Serve batches for ``seconds``; returns (requests served, seconds taken)."""
     fields = uploads.as_fields()
@@ -62,13 +62,13 @@ def _loop(
     return served, time.perf_counter() - start
 
 
-def _warm(model: LoadedModel, uploads: Uploads, batch_size: int) -> None:
+def _warm(model: InProcessModel, uploads: Uploads, batch_size: int) -> None:
     fields = uploads.as_fields()
     for _ in range(_WARMUP_BATCHES):
         model.infer([model.features(fields) for _ in range(batch_size)])
 
 
-def single_request_ms(model: LoadedModel, uploads: Uploads, count: int) -> float:
+def single_request_ms(model: InProcessModel, uploads: Uploads, count: int) -> float:
     """Median ms of one request's decode + features + inference at batch 1."""
     fields = uploads.as_fields()
     _warm(model, uploads, 1)
@@ -81,7 +81,7 @@ def single_request_ms(model: LoadedModel, uploads: Uploads, count: int) -> float
 
 
 def run_threads(
-    model: LoadedModel, uploads: Uploads, workers: int, batch_size: int, seconds: float
+    model: InProcessModel, uploads: Uploads, workers: int, batch_size: int, seconds: float
 ) -> CeilingRun:
     _warm(model, uploads, batch_size)
     with ThreadPoolExecutor(workers) as pool:

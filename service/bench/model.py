@@ -24,7 +24,7 @@ DEFAULT_MODEL = "digits-xattn"
 
 
 @dataclass(frozen=True)
-class LoadedModel:
+class InProcessModel:
     manifest: Manifest
     tokenizer: Tokenizer | None
     session: ModelSession
@@ -48,7 +48,7 @@ def latest_version(repository: Path, name: str) -> Path:
     )
 
 
-def load_model(model_dir: Path, *, intra_op_threads: int = 1) -> LoadedModel:
+def load_model(model_dir: Path, *, intra_op_threads: int = 1) -> InProcessModel:
     manifest = load_manifest(model_dir)
     text = manifest.modalities.text
     tokenizer = load_tokenizer(model_dir / text.tokenizer_dir) if text is not None else None
@@ -58,4 +58,4 @@ def load_model(model_dir: Path, *, intra_op_threads: int = 1) -> LoadedModel:
         intra_op_threads=intra_op_threads,
         inter_op_threads=1,
     )
-    return LoadedModel(manifest, tokenizer, session, Limits())
+    return InProcessModel(manifest, tokenizer, session, Limits())
