@@ -63,4 +63,10 @@ def table(summary: dict[str, Any]) -> str:
         *_targets(summary["targets"]),
         f"took {summary['duration_s']:.0f} s; load average at end {summary['load_average_end']}",
     ]
+    if summary["machine_busy"]:
+        lines.append(
+            "WARNING: the machine was busy when the benchmark started (load average "
+            f"{summary['load_average_start'][0]} on {machine['cores']} cores): these figures "
+            "measure the other work as much as the service; rerun on a quiet machine."
+        )
     return "\n".join(lines)

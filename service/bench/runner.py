@@ -75,6 +75,14 @@ class Options:
     baseline: bool = True
 
 
+# Other work on the machine above this 1-minute load per core makes figures incomparable.
+BUSY_LOAD_PER_CORE = 0.5
+
+
+def machine_busy(load_at_start: list[float], cores: int) -> bool:
+    return load_at_start[0] > BUSY_LOAD_PER_CORE * cores
+
+
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -310,6 +318,7 @@ def run(options: Options) -> dict[str, Any]:
     summary["targets"] = {c.name: c.to_dict() for c in checks}
     summary["targets_passed"] = all(c.passed for c in checks)
     summary["load_average_end"] = load_average()
+    summary["machine_busy"] = machine_busy(summary["load_average_start"], usable_cores())
     summary["duration_s"] = round(time.perf_counter() - started, 1)
     summary["machine"] = machine_facts(REPO_ROOT)
     return summary
