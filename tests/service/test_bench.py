@@ -52,6 +52,7 @@ def test_headline_figures_are_positive(summary: dict[str, Any]) -> None:
     assert isinstance(summary["rss_growth_pct"], float)
     assert summary["model"]["name"] == "digits-xattn"
     assert summary["machine"]["cores"] >= 1 and summary["machine"]["cpu_model"]
+    assert isinstance(summary["machine_busy"], bool)
 
 
 def test_every_run_is_reported_without_errors(summary: dict[str, Any]) -> None:
