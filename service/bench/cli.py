@@ -44,7 +44,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     )
     try:
         summary = run(options)
-    except (LoadGeneratorMissing, ServerFailed, FileNotFoundError) as exc:
+    except (LoadGeneratorMissing, ServerFailed, FileNotFoundError, RuntimeError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     text = json.dumps(summary, indent=2)
