@@ -57,6 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await repository.close()
+        app.state.cpu.close()
         Metrics.process_exiting()
 
 

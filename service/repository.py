@@ -104,7 +104,7 @@ def _open_model(path: Path, settings: Settings) -> tuple[Manifest, Tokenizer | N
     tokenizer = None
     text = manifest.modalities.text
     if isinstance(text, TextRecipe):
-        tokenizer = load_tokenizer(path / text.tokenizer_dir)
+        tokenizer = load_tokenizer(path / text.tokenizer_dir, text.max_length)
     runtime = settings.runtime
     session = ModelSession(
         path / manifest.model_file,
