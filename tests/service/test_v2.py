@@ -479,20 +479,28 @@ def test_gzip_request(
     assert_same_as_v1(result, 0, v1_answer(http, {"text": TEXT}), direct)
 
 
-# -- the documented example -----------------------------------------------------------------
+# -- the documented examples --------------------------------------------------------------
 
 
-def test_docs_example_runs(
-    server_url: str, sample: dict[str, bytes | str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("document", ["README.md", "docs/v2-protocol.md"])
+def test_documented_example_runs(
+    document: str,
+    server_url: str,
+    sample: dict[str, bytes | str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    text = (REPO_ROOT / "docs" / "v2-protocol.md").read_text(encoding="utf-8")
-    code = re.search(r"```python\n(.*?)```", text, re.DOTALL)
-    assert code is not None, "docs/v2-protocol.md has no python example"
-    for name in ("image", "audio"):
-        value = sample[name]
-        assert isinstance(value, bytes)
-        (tmp_path / {"image": "seven.png", "audio": "seven.wav"}[name]).write_bytes(value)
+    text = (REPO_ROOT / document).read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    examples = [block for block in blocks if "tritonclient" in block]
+    assert examples, f"{document} has no tritonclient example"
+    image, audio = sample["image"], sample["audio"]
+    assert isinstance(image, bytes) and isinstance(audio, bytes)
+    (tmp_path / "digit.png").write_bytes(image)
+    (tmp_path / "seven.wav").write_bytes(audio)
     monkeypatch.chdir(tmp_path)
-    namespace: dict[str, Any] = {}
-    exec(compile(code.group(1).replace("localhost:8000", server_url), "example", "exec"), namespace)
-    assert namespace["probabilities"].shape[0] == 1
+    for example in examples:
+        namespace: dict[str, Any] = {}
+        code = compile(example.replace("localhost:8000", server_url), document, "exec")
+        exec(code, namespace)
+        assert namespace["probabilities"].shape == (1, 10)
