@@ -28,9 +28,7 @@ WORDS = ["zero", "one", "two", "3", "four", "the number five", "six", "sieben", 
 
 def _requests(count: int) -> list[dict[str, object]]:
     """``count`` different uploads cycling through all 7 modality subsets."""
-    subsets = [
-        combo for n in (1, 2, 3) for combo in itertools.combinations(MODALITIES, n)
-    ]
+    subsets = [combo for n in (1, 2, 3) for combo in itertools.combinations(MODALITIES, n)]
     rng = np.random.default_rng(3)
     out: list[dict[str, object]] = []
     for i in range(count):
@@ -70,10 +68,12 @@ def test_concurrent_requests_get_exactly_their_single_answers(server: str) -> No
     async def all_at_once() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=64)
         async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-            return await asyncio.gather(*[
-                client.post(url, files=r["files"], data=r["data"])  # type: ignore[arg-type]
-                for r in requests
-            ])
+            return await asyncio.gather(
+                *[
+                    client.post(url, files=r["files"], data=r["data"])  # type: ignore[arg-type]
+                    for r in requests
+                ]
+            )
 
     concurrent = asyncio.run(all_at_once())
     assert [r.status_code for r in concurrent] == [200] * 64
@@ -90,7 +90,13 @@ def test_concurrent_requests_get_exactly_their_single_answers(server: str) -> No
     count = _sample(metrics, 'mmserve_batch_size_count{model="digits-xattn"}')
     singles_bucket = _sample(metrics, 'mmserve_batch_size_bucket{le="1.0",model="digits-xattn"}')
     assert count > singles_bucket, "the batch-size histogram shows no batch larger than 1"
-    assert _sample(metrics, 'mmserve_requests_total{endpoint="/v1/predict",model="digits-xattn",status="200"}') >= 128  # noqa: E501
+    assert (
+        _sample(
+            metrics,
+            'mmserve_requests_total{endpoint="/v1/predict",model="digits-xattn",status="200"}',
+        )
+        >= 128
+    )  # noqa: E501
 
 
 def _sample(metrics: str, name: str) -> float:
@@ -111,10 +117,12 @@ def test_overload_answers_429_then_recovers(model_root: Path) -> None:
 
         async def burst() -> list[httpx.Response]:
             async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64)) as c:
-                return await asyncio.gather(*[
-                    c.post(url, files=request["files"], data=request["data"])  # type: ignore[arg-type]
-                    for _ in range(64)
-                ])
+                return await asyncio.gather(
+                    *[
+                        c.post(url, files=request["files"], data=request["data"])  # type: ignore[arg-type]
+                        for _ in range(64)
+                    ]
+                )
 
         statuses = [r.status_code for r in asyncio.run(burst())]
         assert set(statuses) <= {200, 429}, statuses
