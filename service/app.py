@@ -22,7 +22,7 @@ from service.lifecycle import Lifecycle
 from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import RequestIdMiddleware
 from service.repository import ModelRepository
-from service.routes import health, metrics, models, predict, web
+from service.routes import health, metrics, models, predict, v2, web
 from service.runtime.threads import CpuRunner
 from service.settings import Settings
 
@@ -58,6 +58,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await repository.close()
+        app.state.cpu.close()
         Metrics.process_exiting()
 
 
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     exception_handlers.install(app)
     docs.install(app)
     web.install(app)
-    for router in (predict.router, models.router, health.router, metrics.router):
+    for router in (predict.router, models.router, health.router, metrics.router, v2.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
+from starlette.types import Receive
 
 from service.errors import ModelNotReady
 from service.lifecycle import Lifecycle
@@ -59,6 +60,11 @@ async def get_uploads(request: Request) -> Uploads:
     return await read_uploads(request, get_settings(request).limits)
 
 
+def get_receive(request: Request) -> Receive:
+    """The ASGI receive channel, to notice a client that disconnects while it waits."""
+    return request.receive
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
@@ -67,6 +73,7 @@ CpuDep = Annotated[CpuRunner, Depends(get_cpu)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 ArrivalDep = Annotated[float, Depends(get_arrival)]
 UploadsDep = Annotated[Uploads, Depends(get_uploads)]
+ReceiveDep = Annotated[Receive, Depends(get_receive)]
 VersionQuery = Annotated[
     str | None,
     Query(description="A model version; default: the latest.", pattern=r"^[A-Za-z0-9_.-]+$"),

@@ -9,6 +9,7 @@
     ├── ModelNotReady (503)       still loading, failed to load, or draining
     ├── Overloaded (429)          the model's queue is full; carries Retry-After
     ├── RequestTimeout (504)      the request waited longer than its deadline
+    ├── ClientDisconnected (499)  the client left before its answer; its work was cancelled
     └── InferenceFailed (500)     ONNX Runtime failed on a batch
 
 Libraries' exceptions (Pillow, soundfile, tokenizers, onnxruntime) are translated into these
@@ -79,6 +80,13 @@ class Overloaded(ServiceError):
 class RequestTimeout(ServiceError):
     status_code = 504
     code = "timeout"
+
+
+class ClientDisconnected(ServiceError):
+    """Nobody will read this answer; the status only shows in logs and metrics."""
+
+    status_code = 499
+    code = "client_closed_request"
 
 
 class InferenceFailed(ServiceError):

@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from starlette.types import Receive
 
+from service.disconnect import cancel_on_disconnect
 from service.errors import Overloaded, RequestTimeout
 from service.manifest import Modality
 from service.metrics import Metrics
@@ -41,14 +43,34 @@ async def infer(
     settings: Settings,
     metrics: Metrics,
     started: float,
+    receive: Receive | None = None,
 ) -> Inference:
-    """Run one request; ``started`` is its ``time.perf_counter()`` at arrival."""
-    async with model.batcher.arriving():
-        features_start = time.perf_counter()
-        extracted = await cpu.run(extract_row, model, uploads, settings.limits)
-        features_ms = (time.perf_counter() - features_start) * 1000.0
-    metrics.observe_features(model.name, {str(m): ms for m, ms in extracted.feature_ms.items()})
+    """Run one request; ``started`` is its ``time.perf_counter()`` at arrival.
+
+    With ``receive`` (the request's ASGI channel), the work is cancelled if the client
+    disconnects before its answer is ready.
+    """
+    work = _infer(model, uploads, cpu=cpu, settings=settings, metrics=metrics, started=started)
+    if receive is None:
+        return await work
+    return await cancel_on_disconnect(work, receive)
+
+
+async def _infer(
+    model: LoadedModel,
+    uploads: Mapping[Modality, bytes | str],
+    *,
+    cpu: CpuRunner,
+    settings: Settings,
+    metrics: Metrics,
+    started: float,
+) -> Inference:
     try:
+        async with model.batcher.arriving():
+            features_start = time.perf_counter()
+            extracted = await cpu.run(extract_row, model, uploads, settings.limits)
+            features_ms = (time.perf_counter() - features_start) * 1000.0
+        metrics.observe_features(model.name, {str(m): ms for m, ms in extracted.feature_ms.items()})
         result = await model.batcher.submit(
             extracted.row, timeout_s=settings.batching.request_timeout_s
         )

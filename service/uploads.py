@@ -191,8 +191,13 @@ async def _read_urlencoded(request: Request, limits: Limits) -> Uploads:
     async for chunk in _limited(request.stream(), limits.max_body_bytes):
         body += chunk
     collector = _Collector(limits)
-    for raw_name, value in parse_qsl(bytes(body), keep_blank_values=True):
-        name = raw_name.decode("utf-8", "replace")
+    # latin-1 maps every byte to one character and back, so percent-decoding yields the raw
+    # bytes; UTF-8 is checked later, field by field, with an error that names the field.
+    # (parse_qsl on bytes re-encodes its result as ASCII and raised on any non-ASCII text.)
+    pairs = parse_qsl(bytes(body).decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    for raw_name, raw_value in pairs:
+        name = raw_name.encode("latin-1").decode("utf-8", "replace")
+        value = raw_value.encode("latin-1")
         collector.begin(name, None)
         if name != "text":
             raise InvalidInput(f"{name} must be uploaded as a multipart file", field=name)

@@ -7,6 +7,8 @@ the work happens in :func:`service.inference.infer`, and the handler builds the 
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import Response
+from pydantic import BaseModel
 
 from service.deps import (
     ArrivalDep,
@@ -14,6 +16,7 @@ from service.deps import (
     DefaultModelDep,
     MetricsDep,
     ModelDep,
+    ReceiveDep,
     RequestIdDep,
     SettingsDep,
     TopKQuery,
@@ -29,22 +32,31 @@ router = APIRouter(prefix="/v1", tags=["inference"])
 ERRORS = error_responses(400, 404, 413, 415, 422, 429, 500, 503, 504)
 
 
-def _predict_response(inference: Inference, request_id: str, top_k: int) -> PredictResponse:
-    return PredictResponse(
-        model=inference.model.name,
-        version=inference.model.version,
-        request_id=request_id,
-        modalities=inference.modalities,
-        batch_size=inference.batch_size,
-        tasks=predictions(inference, top_k),
-        contributions=contributions(inference),
-        timings_ms=inference.timings,
+def _json(answer: BaseModel) -> Response:
+    # The answer was built from typed values just now; rendering it directly skips FastAPI's
+    # second validation pass over the response model (2-4% of the loop's time under load).
+    return Response(answer.model_dump_json(), media_type="application/json")
+
+
+def _predict_response(inference: Inference, request_id: str, top_k: int) -> Response:
+    return _json(
+        PredictResponse(
+            model=inference.model.name,
+            version=inference.model.version,
+            request_id=request_id,
+            modalities=inference.modalities,
+            batch_size=inference.batch_size,
+            tasks=predictions(inference, top_k),
+            contributions=contributions(inference),
+            timings_ms=inference.timings,
+        )
     )
 
 
 @router.post(
     "/models/{model}/predict",
     summary="Predict with a model",
+    response_model=PredictResponse,
     responses=ERRORS,
     openapi_extra=OPENAPI_REQUEST_BODY,
 )
@@ -56,11 +68,18 @@ async def predict(
     metrics: MetricsDep,
     request_id: RequestIdDep,
     arrival: ArrivalDep,
+    receive: ReceiveDep,
     top_k: TopKQuery = 3,
-) -> PredictResponse:
+) -> Response:
     """Every task's top label, its probability and the top-k list for the uploaded inputs."""
     inference = await infer(
-        model, uploads, cpu=cpu, settings=settings, metrics=metrics, started=arrival
+        model,
+        uploads,
+        cpu=cpu,
+        settings=settings,
+        metrics=metrics,
+        started=arrival,
+        receive=receive,
     )
     return _predict_response(inference, request_id, top_k)
 
@@ -68,6 +87,7 @@ async def predict(
 @router.post(
     "/predict",
     summary="Predict with the default model",
+    response_model=PredictResponse,
     responses=ERRORS,
     openapi_extra=OPENAPI_REQUEST_BODY,
 )
@@ -79,11 +99,18 @@ async def predict_default(
     metrics: MetricsDep,
     request_id: RequestIdDep,
     arrival: ArrivalDep,
+    receive: ReceiveDep,
     top_k: TopKQuery = 3,
-) -> PredictResponse:
+) -> Response:
     """As `POST /v1/models/{model}/predict`, on the default model (see `GET /v1/models`)."""
     inference = await infer(
-        model, uploads, cpu=cpu, settings=settings, metrics=metrics, started=arrival
+        model,
+        uploads,
+        cpu=cpu,
+        settings=settings,
+        metrics=metrics,
+        started=arrival,
+        receive=receive,
     )
     return _predict_response(inference, request_id, top_k)
 
@@ -102,13 +129,20 @@ async def embed(
     metrics: MetricsDep,
     request_id: RequestIdDep,
     arrival: ArrivalDep,
+    receive: ReceiveDep,
 ) -> EmbedResponse:
     """The model's fused representation of the uploaded inputs."""
     output = model.manifest.embedding_output
     if output is None:
         raise InvalidInput(f"model {model.name!r} has no embedding output")
     inference = await infer(
-        model, uploads, cpu=cpu, settings=settings, metrics=metrics, started=arrival
+        model,
+        uploads,
+        cpu=cpu,
+        settings=settings,
+        metrics=metrics,
+        started=arrival,
+        receive=receive,
     )
     vector = inference.outputs[output].astype(float).ravel().tolist()
     return EmbedResponse(

@@ -7,6 +7,7 @@ same contract (``tiny_model.py``) stands in under the name ``digits-xattn``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -73,26 +74,19 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="session")
-def server(model_root: Path) -> Iterator[str]:
-    """``python -m service serve`` in a subprocess, on a free port; yields its base URL."""
+@contextlib.contextmanager
+def serve_subprocess(
+    model_root: Path, env: Mapping[str, str] | None = None, workers: int = 1
+) -> Iterator[str]:
+    """``python -m service serve`` in a subprocess on a free port; yields its base URL."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMSERVE_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MMSERVE_")}
     command = [
-        sys.executable,
-        "-m",
-        "service",
-        "serve",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--model-dir",
-        str(model_root),
-        "--log-level",
-        "warning",
-    ]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env)
+        sys.executable, "-m", "service", "serve",
+        "--port", str(port), "--workers", str(workers),
+        "--model-dir", str(model_root), "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=clean | dict(env or {}))
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -111,6 +105,13 @@ def server(model_root: Path) -> Iterator[str]:
         process.terminate()
         # uvicorn shuts down gracefully on SIGTERM (lifespan included), then re-raises it.
         assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def server(model_root: Path) -> Iterator[str]:
+    """The service in a subprocess with default settings, one worker."""
+    with serve_subprocess(model_root) as base:
+        yield base
 
 
 class DirectModel:

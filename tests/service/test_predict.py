@@ -159,3 +159,16 @@ def test_the_trained_model_reads_a_seven(
     for uploads in cases:
         body = client.post("/v1/predict", files=multipart(uploads)).json()
         assert body["tasks"]["digit"]["label"] == "7", (sorted(uploads), body["tasks"])
+
+
+def test_urlencoded_text_may_be_any_unicode(client: TestClient) -> None:
+    # parse_qsl on bytes used to re-encode as ASCII: a 500 for any non-ASCII urlencoded text.
+    response = client.post("/v1/predict", data={"text": "九"})
+    assert response.status_code == 200, response.text
+    assert response.json()["tasks"]["digit"]["label"] == "9"
+    bad = client.post(
+        "/v1/predict",
+        content=b"text=%ff%fe",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "text"
