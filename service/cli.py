@@ -82,14 +82,17 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.settings import Settings
+    from service.workers import Supervisor, reuseport_supported
 
     settings = Settings()  # validates the flags and environment before any worker starts
     if settings.workers == 1:
         return serve_draining(settings)
     # Each worker writes its metrics here; /metrics in any worker merges them all.
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="mmserve-metrics-"))
-    # uvicorn's supervisor passes SIGTERM to each worker, which closes its listener at once and
-    # then drains: no readiness flip, no grace period (see service.lifecycle).
+    if reuseport_supported():
+        return Supervisor(settings).run()
+    # No SO_REUSEPORT (not Linux/BSD): uvicorn's supervisor shares one socket. Its workers
+    # finish in-flight work on SIGTERM but skip the readiness flip and grace period.
     uvicorn.run(
         "service.app:app_from_env",
         factory=True,
@@ -98,6 +101,7 @@ def serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         http="service.protocol:CoalescingHttpToolsProtocol",
         log_level=settings.log_level,
+        access_log=settings.access_log,
         timeout_graceful_shutdown=round(settings.drain_timeout_s + settings.shutdown_grace_s),
     )
     return 0
@@ -117,6 +121,7 @@ def serve_draining(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         http=CoalescingHttpToolsProtocol,
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
     )
