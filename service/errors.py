@@ -1,6 +1,7 @@
 """The service's errors: one base class carrying the HTTP status, one JSON shape everywhere.
 
     ServiceError (500)
+    ├── BadRequest (400)          the request itself is malformed (body, multipart framing)
     ├── InvalidInput (422)        a field is present but unusable: names the field
     │   └── UnsupportedMediaType (415)  bytes are not a supported image/audio format
     ├── PayloadTooLarge (413)     a part or the whole body is over its limit
@@ -8,6 +9,7 @@
     ├── ModelNotReady (503)       still loading, failed to load, or draining
     ├── Overloaded (429)          the model's queue is full; carries Retry-After
     ├── RequestTimeout (504)      the request waited longer than its deadline
+    ├── ClientDisconnected (499)  the client left before its answer; its work was cancelled
     └── InferenceFailed (500)     ONNX Runtime failed on a batch
 
 Libraries' exceptions (Pillow, soundfile, tokenizers, onnxruntime) are translated into these
@@ -30,6 +32,11 @@ class ServiceError(Exception):
     @property
     def headers(self) -> dict[str, str]:
         return {}
+
+
+class BadRequest(ServiceError):
+    status_code = 400
+    code = "bad_request"
 
 
 class InvalidInput(ServiceError):
@@ -73,6 +80,13 @@ class Overloaded(ServiceError):
 class RequestTimeout(ServiceError):
     status_code = 504
     code = "timeout"
+
+
+class ClientDisconnected(ServiceError):
+    """Nobody will read this answer; the status only shows in logs and metrics."""
+
+    status_code = 499
+    code = "client_closed_request"
 
 
 class InferenceFailed(ServiceError):

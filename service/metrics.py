@@ -173,7 +173,9 @@ class MetricsMiddleware:
         route: Any = scope.get("route")
         endpoint = getattr(route, "path", None) or "unmatched"
         params: dict[str, Any] = scope.get("path_params") or {}
-        model = str(params.get("model") or params.get("model_name") or "")
+        # Routes that resolve a model (the default one included) name it in the scope state.
+        model = str(scope.get("state", {}).get("model") or "")
+        model = model or str(params.get("model") or params.get("model_name") or "")
         if not model and endpoint in ("/v1/predict", "/v1/embed"):
             model = self.default_model or ""
         return endpoint, model or "-"

@@ -10,6 +10,7 @@ the GIL. The spectral part is :mod:`service.features.spectral`.
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import soundfile as sf
@@ -20,6 +21,17 @@ from service.features.spectral import extractor_for
 from service.manifest import AudioRecipe
 
 FIELD = "audio"
+# libsndfile reads a truncated WAV/AIFF without complaint, noting in its log that the data
+# chunk "should be" shorter than declared. Streaming writers declare 0 or 0xFFFFFFFF (unknown).
+_SHORT_DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+def _truncated(log: str) -> bool:
+    match = _SHORT_DATA_CHUNK.search(log)
+    if match is None:
+        return False
+    declared, actual = int(match[1]), int(match[2])
+    return 0 < declared < 0xFFFFFFFF and actual < declared
 
 
 def decode_audio(data: bytes, *, max_seconds: float) -> tuple[np.ndarray, int]:
@@ -29,6 +41,8 @@ def decode_audio(data: bytes, *, max_seconds: float) -> tuple[np.ndarray, int]:
             sample_rate, frames = f.samplerate, f.frames
             if sample_rate <= 0:
                 raise InvalidInput("audio declares no sample rate", field=FIELD)
+            if _truncated(f.extra_info):
+                raise InvalidInput("audio is truncated: the file ends inside its data", field=FIELD)
             # Some containers (MP3, OGG streams) report no frame count; check after decoding.
             if 0 < frames and frames / sample_rate > max_seconds:
                 raise PayloadTooLarge(
@@ -41,7 +55,7 @@ def decode_audio(data: bytes, *, max_seconds: float) -> tuple[np.ndarray, int]:
             raise UnsupportedMediaType(
                 "not a supported audio file (WAV, FLAC, OGG/Vorbis, Opus or MP3)", field=FIELD
             ) from exc
-        raise InvalidInput(f"unreadable audio: {exc}", field=FIELD) from exc
+        raise InvalidInput(f"unreadable audio: {exc.error_string}", field=FIELD) from exc
     except (RuntimeError, ValueError, TypeError, EOFError) as exc:
         raise InvalidInput(f"corrupt or truncated audio: {exc}", field=FIELD) from exc
     if samples.shape[0] == 0:

@@ -3,52 +3,103 @@
 librosa computes one clip at a time and, on first use, JIT-compiles helpers with numba (tens
 of seconds cold). Serving needs neither: with the clip length fixed by the recipe, the frame
 count is fixed too, so a whole batch of clips becomes one ``(B, frames, n_fft)`` array, one
-real FFT, one matrix product with the mel filterbank and one with the DCT matrix. The
-filterbank comes from ``librosa.filters.mel`` itself (no numba on that path), built once per
-recipe. Definitions follow ``librosa.feature.mfcc`` defaults: centred frames with zero padding,
+real FFT, one matrix product with the mel filterbank and one with the DCT matrix.
+
+The filterbank comes from ``librosa.filters.mel`` itself, so it cannot drift from librosa.
+Importing librosa costs ~3 s (it pulls in scipy.signal), which would triple the service's
+start-up, so each filterbank is cached as ``.npy`` under the cache folder
+(``MMSERVE_CACHE_DIR``, default ``~/.cache/mmserve``), keyed by the recipe and librosa's
+version: only a cold first start imports librosa. Nothing else here needs scipy: the Hann
+window and the orthonormal DCT-II are two numpy formulas (tests hold them to scipy's).
+Definitions follow ``librosa.feature.mfcc`` defaults: centred frames with zero padding,
 periodic Hann window, power spectrum, Slaney mel filters, ``power_to_db(ref=1, amin=1e-10,
 top_db)`` per clip, orthonormal DCT-II.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import os
+import tempfile
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
-import scipy.fft
-import scipy.signal
 
 from service.manifest import AudioRecipe
 
 _AMIN = 1e-10
 
 
+def cache_dir() -> Path:
+    configured = os.environ.get("MMSERVE_CACHE_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "mmserve"
+
+
+def hann_window(n_fft: int) -> np.ndarray:
+    """Periodic Hann, as ``scipy.signal.get_window("hann", n_fft, fftbins=True)``."""
+    n = np.arange(n_fft)
+    window: np.ndarray = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / n_fft)
+    return window
+
+
+def dct_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Orthonormal DCT-II as a ``(n_in, n_out)`` matrix: ``x @ M == scipy.fft.dct(x)[:n_out]``."""
+    k = np.arange(n_out)[:, None]
+    m = np.arange(n_in)[None, :]
+    basis = np.sqrt(2.0 / n_in) * np.cos(np.pi * k * (2 * m + 1) / (2 * n_in))
+    basis[0] /= np.sqrt(2.0)
+    transposed: np.ndarray = basis.T
+    return transposed
+
+
+def mel_filterbank(recipe: AudioRecipe) -> np.ndarray:
+    """``librosa.filters.mel`` for the recipe, float32 ``(n_mels, n_fft // 2 + 1)``, cached."""
+    fields = (recipe.sample_rate, recipe.n_fft, recipe.n_mels, recipe.fmin, recipe.fmax)
+    version = importlib.metadata.version("librosa")
+    key = hashlib.sha256(repr((fields, version)).encode()).hexdigest()[:20]
+    path = cache_dir() / f"mel-{key}.npy"
+    try:
+        cached: np.ndarray = np.load(path, allow_pickle=False)
+        if cached.shape == (recipe.n_mels, recipe.n_fft // 2 + 1):
+            return cached
+    except (OSError, ValueError):
+        pass
+    import librosa.filters  # the cold path: ~3 s of imports
+
+    mel: np.ndarray = librosa.filters.mel(
+        sr=recipe.sample_rate,
+        n_fft=recipe.n_fft,
+        n_mels=recipe.n_mels,
+        fmin=recipe.fmin,
+        fmax=recipe.fmax,
+        dtype=np.float32,
+    )
+    try:  # write-then-rename: concurrent workers never read a half-written file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as f:
+            np.save(f, mel)
+        os.replace(f.name, path)
+    except OSError:
+        pass  # a read-only cache only costs the next start the import again
+    return mel
+
+
 class SpectralExtractor:
     """Precomputed window, filterbank and DCT for one recipe; call with ``(B, samples)``."""
 
     def __init__(self, recipe: AudioRecipe) -> None:
-        import librosa.filters  # imported lazily: librosa's import alone costs ~0.5 s
-
         self.recipe = recipe
         # float32 throughout, as librosa itself computes for float32 audio: half the memory
         # traffic of float64 and well inside the 1e-4 relative tolerance against librosa.
-        self.window = scipy.signal.get_window("hann", recipe.n_fft, fftbins=True).astype(np.float32)
-        mel = librosa.filters.mel(
-            sr=recipe.sample_rate,
-            n_fft=recipe.n_fft,
-            n_mels=recipe.n_mels,
-            fmin=recipe.fmin,
-            fmax=recipe.fmax,
-            dtype=np.float32,
-        )
-        self.mel_t = np.ascontiguousarray(mel.T)  # (n_fft // 2 + 1, n_mels)
+        self.window = hann_window(recipe.n_fft).astype(np.float32)
+        self.mel_t = np.ascontiguousarray(mel_filterbank(recipe).T)  # (n_fft // 2 + 1, n_mels)
         self.dct_t: np.ndarray | None = None
         if recipe.feature == "mfcc":
             assert recipe.n_mfcc is not None
-            dct = scipy.fft.dct(np.eye(recipe.n_mels), type=2, norm="ortho", axis=0)
-            self.dct_t = np.ascontiguousarray(
-                dct[: recipe.n_mfcc].T, dtype=np.float32
-            )  # (n_mels, n_mfcc)
+            dct = dct_matrix(recipe.n_mels, recipe.n_mfcc)  # (n_mels, n_mfcc)
+            self.dct_t = np.ascontiguousarray(dct, dtype=np.float32)
 
     def frames(self, clips: np.ndarray) -> np.ndarray:
         """``(B, samples)`` -> windowed ``(B, frames, n_fft)`` (centred, zero-padded)."""
@@ -61,7 +112,7 @@ class SpectralExtractor:
 
     def log_mel(self, clips: np.ndarray) -> np.ndarray:
         """``(B, samples)`` -> ``(B, frames, n_mels)`` in dB, float32."""
-        spectrum = scipy.fft.rfft(self.frames(clips), axis=-1)
+        spectrum = np.fft.rfft(self.frames(clips), axis=-1)
         power = spectrum.real**2 + spectrum.imag**2
         db = np.float32(10.0) * np.log10(np.maximum(power @ self.mel_t, np.float32(_AMIN)))
         if self.recipe.top_db is not None:

@@ -20,13 +20,20 @@ from service.manifest import TextRecipe
 FIELD = "text"
 
 
-def load_tokenizer(folder: Path) -> Tokenizer:
-    """Load ``folder/tokenizer.json`` (raises OSError/ValueError if missing or invalid)."""
+def load_tokenizer(folder: Path, max_length: int | None = None) -> Tokenizer:
+    """Load ``folder/tokenizer.json`` (raises ValueError if missing or invalid).
+
+    Pass the recipe's ``max_length`` to configure truncation once, here, rather than on the
+    first :func:`encode_text` call, which may happen on several threads at once.
+    """
     path = folder / "tokenizer.json"
     try:
-        return Tokenizer.from_file(str(path))
+        tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception subclass from Rust
         raise ValueError(f"cannot load tokenizer {path}: {exc}") from exc
+    if max_length is not None:
+        _truncate_to(tokenizer, max_length)
+    return tokenizer
 
 
 def _truncate_to(tokenizer: Tokenizer, max_length: int) -> None:

@@ -13,8 +13,10 @@ Batch forming, adaptively:
 - while a batch runs, the next one forms in the queue, so inference overlaps feature work.
 
 Failure isolation: a batch that fails is re-run row by row, so one bad row fails alone.
-Back-pressure: a full queue answers :class:`Overloaded` (429) at once. A request whose client
-went away (its task cancelled) or whose deadline passed is dropped before inference.
+Back-pressure: at most ``max_queue`` requests per model are admitted (extracting features or
+queued); beyond that :class:`Overloaded` (429 with Retry-After) answers at once. A request
+whose client went away (its task cancelled) or whose deadline passed is dropped before
+inference.
 """
 
 from __future__ import annotations
@@ -103,9 +105,29 @@ class Batcher:
             self._collect_forever(), name=f"batcher-{self.manifest.name}"
         )
 
+    @property
+    def pending(self) -> int:
+        """Requests admitted and not yet taken into a batch (extracting or queued)."""
+        return self._incoming + len(self._queue)
+
+    def _admit(self) -> None:
+        if self._closing or self._task is None:
+            raise ModelNotReady(f"model {self.manifest.name!r} is not accepting requests")
+        if self.pending >= self.max_queue:
+            raise Overloaded(
+                f"model {self.manifest.name!r} has {self.pending} requests pending "
+                f"(limit {self.max_queue}); retry shortly"
+            )
+
     @contextlib.asynccontextmanager
     async def arriving(self) -> AsyncIterator[None]:
-        """Announce a request that is extracting features and will submit shortly."""
+        """Admit a request that will extract features and then submit.
+
+        Admission counts requests from here on, so the bound covers feature extraction too:
+        under overload, requests are refused at once instead of piling up in front of the
+        feature threads.
+        """
+        self._admit()
         self._incoming += 1
         try:
             yield

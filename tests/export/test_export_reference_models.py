@@ -58,7 +58,7 @@ def test_graph_contract(folder: Path) -> None:
         "contributions",
         "embedding",
     ]
-    assert manifest.batching.max_batch_size == 32
+    assert manifest.batching.max_batch_size == 16
     assert (folder / "model.onnx").stat().st_size <= 10_000_000
     pools = _pools(folder)
     rows = split_rows(folder_data_config(manifest), pools)

@@ -14,8 +14,13 @@ from service.features.audio import audio_features, clip_batch_features, decode_a
 from service.manifest import AudioRecipe
 
 RECIPE = AudioRecipe(
-    input="audio", sample_rate=16000, clip_seconds=1.0, n_fft=512, hop_length=160,
-    n_mels=40, n_mfcc=20,
+    input="audio",
+    sample_rate=16000,
+    clip_seconds=1.0,
+    n_fft=512,
+    hop_length=160,
+    n_mels=40,
+    n_mfcc=20,
 )
 
 
@@ -43,18 +48,24 @@ def test_batch_features_equal_librosa(feature: str) -> None:
     clips = _clips(6)
     ours = clip_batch_features(clips, recipe)
     if feature == "mfcc":
-        reference = np.stack([
-            librosa.feature.mfcc(y=c, sr=16000, n_mfcc=20, n_fft=512, hop_length=160, n_mels=40)
-            for c in clips
-        ])
+        reference = np.stack(
+            [
+                librosa.feature.mfcc(y=c, sr=16000, n_mfcc=20, n_fft=512, hop_length=160, n_mels=40)
+                for c in clips
+            ]
+        )
     else:
-        reference = np.stack([
-            librosa.power_to_db(
-                librosa.feature.melspectrogram(y=c, sr=16000, n_fft=512, hop_length=160, n_mels=40),
-                top_db=80.0,
-            )
-            for c in clips
-        ])
+        reference = np.stack(
+            [
+                librosa.power_to_db(
+                    librosa.feature.melspectrogram(
+                        y=c, sr=16000, n_fft=512, hop_length=160, n_mels=40
+                    ),
+                    top_db=80.0,
+                )
+                for c in clips
+            ]
+        )
     assert ours.shape == (6, recipe.coefficients, recipe.frames) == reference.shape
     assert ours.dtype == np.float32
     _assert_close(ours, reference)
@@ -107,3 +118,29 @@ def test_limits_and_bad_bytes_are_named_errors() -> None:
         audio_features(b"\x89PNG\r\n\x1a\n" + b"0" * 100, RECIPE, max_seconds=2)
     with pytest.raises(InvalidInput):
         audio_features(_wav(_clips(1)[0], 16000)[:30], RECIPE, max_seconds=2)
+
+
+def test_numpy_window_and_dct_equal_scipys() -> None:
+    import scipy.fft
+    import scipy.signal
+
+    from service.features.spectral import dct_matrix, hann_window
+
+    window = scipy.signal.get_window("hann", 512, fftbins=True)
+    np.testing.assert_allclose(hann_window(512), window, atol=1e-12)
+    dct = scipy.fft.dct(np.eye(40), type=2, norm="ortho", axis=0)[:20].T
+    np.testing.assert_allclose(dct_matrix(40, 20), dct, atol=1e-12)
+
+
+def test_filterbank_cache_is_librosas_and_reused(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.features.spectral import mel_filterbank
+
+    monkeypatch.setenv("MMSERVE_CACHE_DIR", str(tmp_path))
+    reference = librosa.filters.mel(sr=16000, n_fft=512, n_mels=40, dtype=np.float32)
+    first = mel_filterbank(RECIPE)  # cold: computed by librosa and written
+    files = list(__import__("pathlib").Path(str(tmp_path)).glob("mel-*.npy"))
+    assert len(files) == 1
+    np.testing.assert_array_equal(first, reference)
+    np.testing.assert_array_equal(mel_filterbank(RECIPE), reference)  # warm: read back

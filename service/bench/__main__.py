@@ -1,0 +1,3 @@
+from service.bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""One model folder loaded for in-process use: manifest, tokenizer and session.
+
+Shared by the in-process ceiling and the Flask baseline, so both run exactly the service's
+feature and inference code (``extract_row``, ``collate``, ``ModelSession``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from service.features.text import load_tokenizer
+from service.manifest import Manifest, Modality, load_manifest
+from service.runtime.extract import extract_row
+from service.runtime.rows import FeatureRow, collate, split_rows
+from service.runtime.session import ModelSession, resolve_providers
+from service.settings import Limits
+
+DEFAULT_MODEL = "digits-xattn"
+
+
+@dataclass(frozen=True)
+class InProcessModel:
+    manifest: Manifest
+    tokenizer: Tokenizer | None
+    session: ModelSession
+    limits: Limits
+
+    def features(self, uploads: Mapping[Modality, bytes | str]) -> FeatureRow:
+        return extract_row(self, uploads, self.limits).row
+
+    def infer(self, rows: list[FeatureRow]) -> list[dict[str, np.ndarray]]:
+        outputs = self.session.run(collate(rows, self.manifest))
+        return split_rows(outputs, len(rows))
+
+
+def latest_version(repository: Path, name: str) -> Path:
+    """``repository/name/<version>`` with the highest version (numeric versions by value)."""
+    versions = [p for p in (repository / name).iterdir() if (p / "manifest.json").is_file()]
+    if not versions:
+        raise FileNotFoundError(f"no model versions under {repository / name}")
+    return max(
+        versions, key=lambda p: (p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)
+    )
+
+
+def load_model(model_dir: Path, *, intra_op_threads: int = 1) -> InProcessModel:
+    manifest = load_manifest(model_dir)
+    text = manifest.modalities.text
+    tokenizer = load_tokenizer(model_dir / text.tokenizer_dir) if text is not None else None
+    session = ModelSession(
+        model_dir / manifest.model_file,
+        providers=resolve_providers(["auto"]),
+        intra_op_threads=intra_op_threads,
+        inter_op_threads=1,
+    )
+    return InProcessModel(manifest, tokenizer, session, Limits())

@@ -1,0 +1,148 @@
+"""``mmserve`` / ``python -m service``: ``serve`` the models, or ``bench`` them.
+
+Flags override the ``MMSERVE_*`` environment. The settings reach the app as environment
+variables either way, so uvicorn's worker processes (``--workers N``, one per core by default)
+build the very same :class:`~service.settings.Settings` in ``service.app.app_from_env``.
+
+Nothing here imports numpy: BLAS thread counts must be in the environment before any process
+loads it (``OMP_NUM_THREADS`` and friends, 1 unless the user set them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable, MutableMapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+STARTUP_FAILURE = 3  # as uvicorn exits when the app cannot start
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# flag -> environment variable read by Settings
+_SERVE_FLAGS = {
+    "host": "MMSERVE_HOST",
+    "port": "MMSERVE_PORT",
+    "workers": "MMSERVE_WORKERS",
+    "model_dir": "MMSERVE_MODEL_DIR",
+    "default_model": "MMSERVE_DEFAULT_MODEL",
+    "providers": "MMSERVE_RUNTIME__PROVIDERS",
+    "log_level": "MMSERVE_LOG_LEVEL",
+    "max_batch_size": "MMSERVE_BATCHING__MAX_BATCH_SIZE",
+    "max_wait_ms": "MMSERVE_BATCHING__MAX_WAIT_MS",
+    "feature_threads": "MMSERVE_RUNTIME__FEATURE_THREADS",
+}
+
+
+def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = subparsers.add_parser("serve", help="serve the models over HTTP")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    serve.add_argument("--model-dir", help="folder of <name>/<version>/ models")
+    serve.add_argument("--default-model", help="model answering /v1/predict")
+    serve.add_argument(
+        "--providers",
+        help="ONNX Runtime providers in order, e.g. CUDAExecutionProvider,CPUExecutionProvider, "
+        "or 'auto'",
+    )
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--max-batch-size", type=int, help="override every manifest's")
+    serve.add_argument("--max-wait-ms", type=float, help="override every manifest's")
+    serve.add_argument("--feature-threads", type=int, help="decode/feature threads per worker")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmserve", description=__doc__.split("\n\n")[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(subparsers)
+    # The benchmark parses its own options (everything after ``bench``).
+    subparsers.add_parser("bench", help="benchmark the service (see README)", add_help=False)
+    return parser
+
+
+def export_flags(args: argparse.Namespace, environ: MutableMapping[str, str]) -> None:
+    """Write the given flags into ``environ`` as the variables Settings reads."""
+    for flag, variable in _SERVE_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            environ[variable] = str(value)
+    for variable in BLAS_THREAD_VARIABLES:
+        environ.setdefault(variable, "1")
+
+
+def serve(args: argparse.Namespace) -> int:
+    export_flags(args, os.environ)
+    import uvicorn
+
+    from service.settings import Settings
+    from service.workers import Supervisor, reuseport_supported
+
+    settings = Settings()  # validates the flags and environment before any worker starts
+    if settings.workers == 1:
+        return serve_draining(settings)
+    # Each worker writes its metrics here; /metrics in any worker merges them all.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="mmserve-metrics-"))
+    if reuseport_supported():
+        return Supervisor(settings).run()
+    # No SO_REUSEPORT (not Linux/BSD): uvicorn's supervisor shares one socket. Its workers
+    # finish in-flight work on SIGTERM but skip the readiness flip and grace period.
+    uvicorn.run(
+        "service.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        http="service.protocol:CoalescingHttpToolsProtocol",
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=round(settings.drain_timeout_s + settings.shutdown_grace_s),
+    )
+    return 0
+
+
+def serve_draining(settings: Settings) -> int:
+    """One process that drains on SIGTERM as :mod:`service.lifecycle` describes, then exits 0."""
+    import uvicorn
+
+    from service.app import app_from_env
+    from service.lifecycle import DrainingServer
+    from service.protocol import CoalescingHttpToolsProtocol
+
+    app = app_from_env()
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        http=CoalescingHttpToolsProtocol,
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+    )
+    server = DrainingServer(config, app.state.lifecycle, settings.shutdown_grace_s)
+    server.run()
+    return 0 if server.started else STARTUP_FAILURE
+
+
+def bench(argv: list[str]) -> int:
+    if importlib.util.find_spec("service.bench") is None:
+        print("mmserve bench: not available in this build", file=sys.stderr)
+        return 2
+    run: Callable[[list[str]], int] = importlib.import_module("service.bench").main
+    return run(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        return bench(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return serve(args)

@@ -1,0 +1,1 @@
+"""Running several replicas behind nginx without Docker (see docs/deployment.md)."""

@@ -1,0 +1,260 @@
+"""K replicas of ``python -m service serve`` on loopback ports behind Debian's nginx.
+
+The same topology as docker-compose.yml, for tests and for machines without Docker::
+
+    python -m service.deploy.replicas --replicas 3 --port 8080
+
+Each replica is one process (``--workers 1``) in a session of its own, so Ctrl-C reaches only
+this script, which then stops the replicas with SIGTERM (they drain in parallel) and nginx last
+with SIGQUIT (it finishes what it is proxying). Logs, the rendered config and nginx's pid and
+temporary files go to one temporary folder, printed at start.
+
+Tests use :class:`Cluster` directly (``tests/deploy/test_failover.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType, TracebackType
+
+import httpx
+
+from service.deploy import nginx
+from service.settings import REPO_ROOT, Settings
+
+NGINX = "nginx"
+
+
+class ClusterError(RuntimeError):
+    """A replica or nginx did not start, or did not become ready in time."""
+
+
+def free_port() -> int:
+    # The port may be taken again before the child binds it; on loopback that is rare enough.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def nginx_binary() -> str | None:
+    return shutil.which(NGINX) or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
+
+
+@dataclass
+class Child:
+    """One process of the cluster and the file its output goes to."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def wait(self, timeout_s: float) -> int:
+        return self.process.wait(timeout_s)
+
+
+@dataclass
+class Cluster:
+    """``replicas`` serving processes and nginx in front of them, all on 127.0.0.1."""
+
+    replicas: int = 3
+    port: int = 0
+    env: Mapping[str, str] = field(default_factory=dict)
+    workdir: Path | None = None
+    servers: list[Child] = field(default_factory=list, init=False)
+    nginx: Child | None = field(default=None, init=False)
+    _owns_workdir: bool = field(default=False, init=False)
+
+    @property
+    def url(self) -> str:
+        if self.nginx is None:
+            raise ClusterError("the cluster is not started")
+        return self.nginx.url
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        binary = nginx_binary()
+        if binary is None:
+            raise ClusterError("nginx is not installed (Debian: apt-get install nginx)")
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="mmserve-replicas-"))
+            self._owns_workdir = True
+        # nginx's workers drop root to 'nobody' and must reach their temporary folders.
+        self.workdir.chmod(0o755)
+        try:
+            for index in range(self.replicas):
+                self.servers.append(self._start_replica(index))
+            deadline = time.monotonic() + timeout_s
+            for child in self.servers:
+                _wait_ready(child, deadline)
+            self.nginx = self._start_nginx(binary)
+            _wait_ready(self.nginx, deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_replica(self, index: int) -> Child:
+        assert self.workdir is not None
+        port = free_port()
+        command = [sys.executable, "-m", "service", "serve"]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        return spawn(f"replica-{index}", port, command, env, self.workdir)
+
+    def _start_nginx(self, binary: str) -> Child:
+        assert self.workdir is not None
+        upstreams = [child.address for child in self.servers]
+        port = self.port or free_port()
+        return start_nginx(binary, self.workdir, upstreams, port, _max_body_bytes(self.env))
+
+    def stop(self, timeout_s: float = 30.0) -> dict[str, int | None]:
+        """SIGTERM every replica, wait for their drain, then stop nginx. Returns exit codes."""
+        for child in self.servers:
+            child.send_signal(signal.SIGTERM)
+        codes = {child.name: _wait_or_kill(child, timeout_s) for child in self.servers}
+        if self.nginx is not None:
+            self.nginx.send_signal(signal.SIGQUIT)
+            codes[self.nginx.name] = _wait_or_kill(self.nginx, timeout_s)
+        if self._owns_workdir and self.workdir is not None and not os.environ.get("KEEP_LOGS"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return codes
+
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def spawn(name: str, port: int, command: list[str], env: dict[str, str], workdir: Path) -> Child:
+    log_path = workdir / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the script, which stops each in order
+        )
+    return Child(name, port, process, log_path)
+
+
+def start_nginx(
+    binary: str, workdir: Path, upstreams: list[str], port: int, max_body_bytes: int
+) -> Child:
+    """nginx on 127.0.0.1:``port`` with the repository's template, its files in ``workdir``."""
+    values = {
+        "NGINX_PORT": f"127.0.0.1:{port}",
+        "MMSERVE_MAX_BODY_BYTES": str(max_body_bytes),
+        "NGINX_ACCESS_LOG": str(workdir / "access.log"),
+    }
+    site = workdir / "mmserve.conf"
+    site.write_text(nginx.render(nginx.TEMPLATE.read_text(), upstreams, values))
+    conf = workdir / "nginx.conf"
+    conf.write_text(nginx.main_config(site, workdir))
+    command = [binary, "-e", "stderr", "-p", str(workdir), "-c", str(conf)]
+    return spawn("nginx", port, command, dict(os.environ), workdir)
+
+
+def _max_body_bytes(env: Mapping[str, str]) -> int:
+    """The body limit the replicas will read, so that nginx enforces the same one."""
+    value = env.get("MMSERVE_LIMITS__MAX_BODY_BYTES")
+    return int(value) if value else Settings().limits.max_body_bytes
+
+
+def _wait_ready(child: Child, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if child.process.poll() is not None:
+            raise ClusterError(
+                f"{child.name} exited with {child.process.returncode}:\n{child.log()[-4000:]}"
+            )
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{child.url}/readyz", timeout=2.0).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise ClusterError(f"{child.name} was not ready in time:\n{child.log()[-4000:]}")
+
+
+def _wait_or_kill(child: Child, timeout_s: float) -> int | None:
+    if child.process.poll() is not None:
+        return child.process.returncode
+    try:
+        return child.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGKILL)
+        child.wait(5.0)
+        return None
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[list[int]]:
+    received: list[int] = []
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        received.append(sig)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.deploy.replicas", description=__doc__)
+    parser.add_argument("--replicas", type=int, default=2, help="serving processes (default 2)")
+    parser.add_argument("--port", type=int, default=8080, help="nginx's port (default 8080)")
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="mmserve-replicas-"))  # kept: the logs are there
+    cluster = Cluster(replicas=args.replicas, port=args.port, workdir=workdir)
+    cluster.start()  # Ctrl-C while starting: KeyboardInterrupt, and start() stops what it began
+    print(f"nginx on {cluster.url} -> {', '.join(c.url for c in cluster.servers)}")
+    print(f"logs and config in {workdir}; Ctrl-C stops everything", flush=True)
+    with _stop_on_signals() as received:
+        while not received:
+            time.sleep(0.2)
+        codes = cluster.stop()
+    print("stopped (exit codes): " + ", ".join(f"{name} {code}" for name, code in codes.items()))
+    return 0 if all(code == 0 for code in codes.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

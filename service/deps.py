@@ -1,0 +1,107 @@
+"""Dependencies of the route handlers, as ``Annotated`` aliases.
+
+The settings, the repository and the CPU runner live on ``app.state`` (set by ``create_app``
+and its lifespan), never in module globals, so every app built in a test is independent.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Query, Request
+from starlette.types import Receive
+
+from service.errors import ModelNotReady
+from service.lifecycle import Lifecycle
+from service.metrics import Metrics
+from service.middleware import arrival, request_id
+from service.repository import LoadedModel, ModelRepository
+from service.runtime.threads import CpuRunner
+from service.settings import Settings
+from service.uploads import Uploads, read_uploads
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_repository(request: Request) -> ModelRepository:
+    repository: ModelRepository | None = getattr(request.app.state, "repository", None)
+    if repository is None:
+        raise ModelNotReady("the service is starting")
+    return repository
+
+
+def get_lifecycle(request: Request) -> Lifecycle:
+    lifecycle: Lifecycle = request.app.state.lifecycle
+    return lifecycle
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def get_cpu(request: Request) -> CpuRunner:
+    cpu: CpuRunner = request.app.state.cpu
+    return cpu
+
+
+def get_request_id(request: Request) -> str:
+    return request_id(request) or ""
+
+
+def get_arrival(request: Request) -> float:
+    return arrival(request)
+
+
+async def get_uploads(request: Request) -> Uploads:
+    return await read_uploads(request, get_settings(request).limits)
+
+
+def get_receive(request: Request) -> Receive:
+    """The ASGI receive channel, to notice a client that disconnects while it waits."""
+    return request.receive
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
+CpuDep = Annotated[CpuRunner, Depends(get_cpu)]
+RequestIdDep = Annotated[str, Depends(get_request_id)]
+ArrivalDep = Annotated[float, Depends(get_arrival)]
+UploadsDep = Annotated[Uploads, Depends(get_uploads)]
+ReceiveDep = Annotated[Receive, Depends(get_receive)]
+VersionQuery = Annotated[
+    str | None,
+    Query(description="A model version; default: the latest.", pattern=r"^[A-Za-z0-9_.-]+$"),
+]
+TopKQuery = Annotated[int, Query(ge=1, le=1000, description="Labels listed per task.")]
+ModelPath = Annotated[
+    str,
+    Path(
+        description="A model name from `GET /v1/models`.", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+    ),
+]
+
+
+def get_model(
+    request: Request, repository: RepositoryDep, model: ModelPath, version: VersionQuery = None
+) -> LoadedModel:
+    loaded = repository.get(model, version)
+    request.state.model = loaded.name  # for the metrics' model label
+    return loaded
+
+
+def get_default_model(
+    request: Request, repository: RepositoryDep, version: VersionQuery = None
+) -> LoadedModel:
+    loaded = repository.get_default(version)
+    request.state.model = loaded.name
+    return loaded
+
+
+ModelDep = Annotated[LoadedModel, Depends(get_model)]
+DefaultModelDep = Annotated[LoadedModel, Depends(get_default_model)]

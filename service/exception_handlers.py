@@ -1,0 +1,76 @@
+"""Every error answer in one JSON shape: ``{"error": {"code", "message", "field", "request_id"}}``.
+
+One handler serves the whole :class:`~service.errors.ServiceError` tree (each error carries its
+status); FastAPI's validation errors and Starlette's HTTP errors (unknown route, wrong method)
+are mapped into the same shape, and anything unexpected becomes a logged 500 without internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from service.errors import ServiceError
+from service.middleware import request_id
+from service.schemas import ErrorDetail, ErrorResponse
+
+log = logging.getLogger(__name__)
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    detail = ErrorDetail(code=code, message=message, field=field, request_id=request_id(request))
+    body = ErrorResponse(error=detail).model_dump(mode="json")
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    if exc.status_code >= 500:
+        log.warning("%s: %s", exc.code, exc.message, exc_info=exc.__cause__)
+    return error_response(
+        request, exc.status_code, exc.code, exc.message, field=exc.field, headers=exc.headers
+    )
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    location = [str(part) for part in first.get("loc", ())]
+    field = location[-1] if location else None
+    message = f"{'.'.join(location)}: {first.get('msg', 'invalid request')}"
+    return error_response(request, 422, "invalid_input", message, field=field)
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail or HTTPStatus(exc.status_code).phrase
+    return error_response(request, exc.status_code, code, message, headers=exc.headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(request, 500, "internal_error", "internal server error")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)

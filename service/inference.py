@@ -1,0 +1,111 @@
+"""One request through a model: uploads -> features (worker thread) -> batcher -> outputs.
+
+Shared by every endpoint that answers from uploads (predict, embed, and the V2 protocol's
+BYTES inputs), so they all time, batch and fail the same way. Nothing here blocks the loop:
+feature extraction runs on the :class:`~service.runtime.threads.CpuRunner`, inference on the
+batcher's own thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from starlette.types import Receive
+
+from service.disconnect import cancel_on_disconnect
+from service.errors import Overloaded, RequestTimeout
+from service.manifest import Modality
+from service.metrics import Metrics
+from service.repository import LoadedModel
+from service.runtime.extract import extract_row
+from service.runtime.threads import CpuRunner
+from service.schemas import LabelProbability, TaskPrediction, Timings
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class Inference:
+    model: LoadedModel
+    modalities: list[Modality]
+    outputs: dict[str, np.ndarray]
+    batch_size: int
+    timings: Timings
+
+
+async def infer(
+    model: LoadedModel,
+    uploads: Mapping[Modality, bytes | str],
+    *,
+    cpu: CpuRunner,
+    settings: Settings,
+    metrics: Metrics,
+    started: float,
+    receive: Receive | None = None,
+) -> Inference:
+    """Run one request; ``started`` is its ``time.perf_counter()`` at arrival.
+
+    With ``receive`` (the request's ASGI channel), the work is cancelled if the client
+    disconnects before its answer is ready.
+    """
+    work = _infer(model, uploads, cpu=cpu, settings=settings, metrics=metrics, started=started)
+    if receive is None:
+        return await work
+    return await cancel_on_disconnect(work, receive)
+
+
+async def _infer(
+    model: LoadedModel,
+    uploads: Mapping[Modality, bytes | str],
+    *,
+    cpu: CpuRunner,
+    settings: Settings,
+    metrics: Metrics,
+    started: float,
+) -> Inference:
+    try:
+        async with model.batcher.arriving():
+            features_start = time.perf_counter()
+            extracted = await cpu.run(extract_row, model, uploads, settings.limits)
+            features_ms = (time.perf_counter() - features_start) * 1000.0
+        metrics.observe_features(model.name, {str(m): ms for m, ms in extracted.feature_ms.items()})
+        result = await model.batcher.submit(
+            extracted.row, timeout_s=settings.batching.request_timeout_s
+        )
+    except (Overloaded, RequestTimeout) as exc:
+        metrics.rejected.labels(model.name, exc.code).inc()
+        raise
+    metrics.observe_queue_wait(model.name, result.queue_ms)
+    timings = Timings(
+        decode_features=features_ms,
+        queue=result.queue_ms,
+        inference=result.inference_ms,
+        total=(time.perf_counter() - started) * 1000.0,
+    )
+    present = [m for m in model.manifest.modality_order if m in extracted.row.inputs]
+    return Inference(model, present, result.outputs, result.batch_size, timings)
+
+
+def task_prediction(probabilities: np.ndarray, labels: list[str], top_k: int) -> TaskPrediction:
+    order = np.argsort(-probabilities, kind="stable")[: max(1, top_k)]
+    # float32 softmax can land a hair outside [0, 1]
+    clipped = np.clip(probabilities.astype(np.float64), 0.0, 1.0)
+    ranked = [LabelProbability(label=labels[i], probability=float(clipped[i])) for i in order]
+    return TaskPrediction(label=ranked[0].label, probability=ranked[0].probability, top_k=ranked)
+
+
+def predictions(inference: Inference, top_k: int) -> dict[str, TaskPrediction]:
+    return {
+        task.name: task_prediction(inference.outputs[task.output], task.labels, top_k)
+        for task in inference.model.manifest.tasks
+    }
+
+
+def contributions(inference: Inference) -> dict[Modality, float] | None:
+    manifest = inference.model.manifest
+    if manifest.contribution_output is None:
+        return None
+    weights = inference.outputs[manifest.contribution_output]
+    return {m: float(w) for m, w in zip(manifest.modality_order, weights, strict=True)}

@@ -1,0 +1,1 @@
+"""HTTP routes, one module per resource: inference, models, health, metrics, the web page."""

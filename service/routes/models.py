@@ -1,0 +1,87 @@
+"""``GET /v1/models`` and ``GET /v1/models/{model}``: what is served and how."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.deps import ModelPath, RepositoryDep, SettingsDep, VersionQuery
+from service.repository import LoadedModel, ModelRepository
+from service.schemas import (
+    BatchingInfo,
+    ModelDetail,
+    ModelFailure,
+    ModelList,
+    ModelSummary,
+    TaskInfo,
+    error_responses,
+)
+from service.settings import Settings
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def _summary(model: LoadedModel, repository: ModelRepository) -> ModelSummary:
+    manifest = model.manifest
+    return ModelSummary(
+        name=model.name,
+        version=model.version,
+        versions=repository.versions(model.name),
+        default=model.name == repository.default_name,
+        modalities=manifest.modality_order,
+        tasks=[t.name for t in manifest.tasks],
+        fusion=manifest.fusion,
+        description=manifest.description,
+    )
+
+
+def _detail(model: LoadedModel, repository: ModelRepository, settings: Settings) -> ModelDetail:
+    manifest = model.manifest
+    return ModelDetail(
+        name=model.name,
+        version=model.version,
+        versions=repository.versions(model.name),
+        default=model.name == repository.default_name,
+        description=manifest.description,
+        fusion=manifest.fusion,
+        modalities=manifest.modality_order,
+        recipes=manifest.modalities,
+        tasks=[
+            TaskInfo(name=t.name, labels=t.labels, description=t.description)
+            for t in manifest.tasks
+        ],
+        inputs=manifest.inputs,
+        outputs=manifest.outputs,
+        limits=settings.limits,
+        execution_providers=model.session.providers_in_use,
+        batching=BatchingInfo(
+            **model.batching.model_dump(),
+            max_queue=settings.batching.max_queue,
+            request_timeout_s=settings.batching.request_timeout_s,
+        ),
+        warmup_s=model.warmup_s,
+        evaluation=manifest.evaluation,
+        provenance=manifest.provenance.model_dump(mode="json"),
+    )
+
+
+@router.get("", summary="List the models", responses=error_responses(503))
+async def list_models(repository: RepositoryDep) -> ModelList:
+    """Every model served (at its latest version) and every model folder that failed to load."""
+    latest = [repository.get(name) for name in repository.names()]
+    return ModelList(
+        default_model=repository.default_name,
+        models=[_summary(model, repository) for model in latest],
+        failed=[
+            ModelFailure(name=f.name, version=f.version, reason=f.reason)
+            for f in repository.failures
+        ],
+    )
+
+
+@router.get("/{model}", summary="Describe a model", responses=error_responses(404, 422, 503))
+async def get_model(
+    model: ModelPath, repository: RepositoryDep, settings: SettingsDep, version: VersionQuery = None
+) -> ModelDetail:
+    """Versions, tasks and labels, modalities and their feature recipes, input limits, the
+    execution providers in use, batching, and the exporter's evaluation."""
+    return _detail(repository.get(model, version), repository, settings)

@@ -1,0 +1,252 @@
+"""The Open Inference Protocol (KServe V2): ``/v2`` health, metadata, config and ``infer``.
+
+Every model path has a versioned twin (``/v2/models/{m}/versions/{v}/...``). Handlers stay
+thin: decoding, binding and encoding run on the CPU runner (:mod:`service.v2`), the rows go
+through the model's batcher (:mod:`service.v2.inference`). Errors on these routes are the
+protocol's ``{"error": "..."}`` (see :mod:`service.v2.errors`): :class:`V2Route` answers them
+for its handlers, and a catch-all route answers unknown ``/v2`` paths and wrong methods.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
+
+from service import __version__
+from service.deps import ArrivalDep, CpuDep, MetricsDep, RepositoryDep, SettingsDep
+from service.errors import InvalidInput, PayloadTooLarge, ServiceError
+from service.repository import LoadedModel
+from service.runtime.rows import FeatureRow
+from service.v2 import metadata
+from service.v2.binding import RawRow, assemble_outputs, bind_inputs, resolve_outputs
+from service.v2.codec import (
+    HEADER_LENGTH,
+    InferenceRequest,
+    decode_request,
+    decompress,
+    encode_response,
+    parse_header_length,
+)
+from service.v2.errors import error_response, from_service_error
+from service.v2.inference import run_rows
+from service.v2.schemas import (
+    ErrorBody,
+    Liveness,
+    ModelMetadata,
+    ModelReadiness,
+    Readiness,
+    ServerMetadata,
+)
+
+log = logging.getLogger(__name__)
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider")
+
+
+class V2Route(APIRoute):
+    """A route whose errors take the protocol's shape and statuses."""
+
+    def get_route_handler(self) -> Handler:
+        handler = super().get_route_handler()
+
+        async def v2_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ServiceError as exc:
+                if exc.status_code >= 500:
+                    log.warning("%s: %s", exc.code, exc.message, exc_info=exc.__cause__)
+                return from_service_error(exc)
+            except RequestValidationError as exc:
+                first = exc.errors()[0] if exc.errors() else {}
+                where = ".".join(str(p) for p in first.get("loc", ()))
+                return error_response(f"{where}: {first.get('msg', 'invalid request')}", 400)
+            except Exception:
+                log.exception("unhandled error on %s %s", request.method, request.url.path)
+                return error_response("internal server error", 500)
+
+        return v2_handler
+
+
+router = APIRouter(
+    prefix="/v2",
+    tags=["v2 (Open Inference Protocol)"],
+    route_class=V2Route,
+    # Ranges, not single codes: FastAPI then documents no 422, which these routes never send.
+    responses={
+        "4XX": {"model": ErrorBody, "description": "400 bad request, 404 unknown model, 405"},
+        "5XX": {"model": ErrorBody, "description": "503 not ready or queue full, 504, 500"},
+    },
+)
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+INFER_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The JSON inference request; with binary tensor data after it, the "
+        "Inference-Header-Content-Length header gives the JSON part's length.",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/octet-stream": _BINARY,
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "The JSON inference response; binary outputs follow it when the "
+            "Inference-Header-Content-Length header is present.",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "application/octet-stream": _BINARY,
+            },
+        }
+    },
+}
+MODEL = "/models/{model}"
+VERSION = "/models/{model}/versions/{version}"
+
+
+def get_model(
+    request: Request, repository: RepositoryDep, model: str, version: str | None = None
+) -> LoadedModel:
+    loaded = repository.get(model, version)
+    request.state.model = loaded.name  # for the metrics' model label
+    return loaded
+
+
+ModelDep = Annotated[LoadedModel, Depends(get_model)]
+
+
+@router.get("", summary="Server metadata")
+@router.get("/", include_in_schema=False)
+async def server_metadata() -> ServerMetadata:
+    """The server's name, version and the protocol extensions it supports."""
+    return metadata.server_metadata(__version__)
+
+
+@router.get("/health/live", summary="Server liveness")
+async def live() -> Liveness:
+    return Liveness(live=True)
+
+
+@router.get("/health/ready", summary="Server readiness", responses={503: {"model": Readiness}})
+async def ready(repository: RepositoryDep, response: Response) -> Readiness:
+    """200 when every model is loaded and warm; 503 otherwise."""
+    if not repository.ready:
+        response.status_code = 503
+    return Readiness(ready=repository.ready)
+
+
+@router.get(MODEL, summary="Model metadata")
+@router.get(VERSION, summary="Model metadata (a version)")
+async def model_metadata(model: ModelDep, repository: RepositoryDep) -> ModelMetadata:
+    """The graph's inputs and outputs (datatype, shape with -1 for dynamic axes); the raw BYTES
+    inputs that may replace them are named in ``parameters``."""
+    return metadata.model_metadata(model.manifest, repository.versions(model.name))
+
+
+@router.get(f"{MODEL}/ready", summary="Model readiness")
+@router.get(f"{VERSION}/ready", summary="Model readiness (a version)")
+async def model_ready(model: ModelDep) -> ModelReadiness:
+    """200 when the model is loaded and warm; 404 when unknown; 503 when it failed to load."""
+    return ModelReadiness(name=model.name, version=model.version, ready=True)
+
+
+@router.get(f"{MODEL}/config", summary="Model configuration")
+@router.get(f"{VERSION}/config", summary="Model configuration (a version)")
+async def model_config(model: ModelDep, settings: SettingsDep) -> dict[str, Any]:
+    """Triton's model configuration in JSON: max batch size, inputs (all optional), outputs,
+    dynamic batching."""
+    return metadata.model_config(
+        model.manifest,
+        model.batching,
+        max_queue=settings.batching.max_queue,
+        timeout_s=settings.batching.request_timeout_s,
+        gpu=any(p in _GPU_PROVIDERS for p in model.session.providers_in_use),
+    )
+
+
+@router.post(f"{MODEL}/infer", summary="Inference", openapi_extra=INFER_OPENAPI)
+@router.post(f"{VERSION}/infer", summary="Inference (a version)", openapi_extra=INFER_OPENAPI)
+async def infer(
+    request: Request,
+    model: ModelDep,
+    cpu: CpuDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    arrival: ArrivalDep,
+) -> Response:
+    """An inference request: JSON, or JSON followed by binary tensor data (its length in the
+    ``Inference-Header-Content-Length`` header). Send either raw BYTES inputs (``image``,
+    ``audio``, ``text``) or the graph's feature tensors."""
+    limit = settings.limits.max_body_bytes
+    body = await _read_body(request, limit)
+    if encoding := request.headers.get("content-encoding"):
+        body = await cpu.run(decompress, body, encoding, limit)
+    header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
+    decoded = await cpu.run(decode_request, body, header_length)
+    outputs = resolve_outputs(decoded.outputs, model.manifest, decoded.binary_output)
+    rows = await cpu.run(_bind, decoded, model)
+    results = await run_rows(
+        model, rows, cpu=cpu, settings=settings, metrics=metrics, started=arrival
+    )
+    tensors = assemble_outputs(outputs, results)
+    answer, json_length = await cpu.run(
+        encode_response, model.name, model.version, decoded.id, tensors
+    )
+    if json_length is None:
+        return Response(answer, media_type="application/json")
+    return Response(
+        answer,
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(json_length)},
+    )
+
+
+@router.api_route(
+    "/{path:path}",
+    methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+    include_in_schema=False,
+)
+async def unknown(request: Request) -> Response:
+    """Unknown ``/v2`` paths (404) and known paths with the wrong method (405)."""
+    path = request.scope["path"]
+    allowed = sorted(
+        method
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.endpoint is not unknown
+        and route.path_regex.match(path)
+        for method in route.methods or ()
+    )  # fmt: skip
+    if allowed:
+        message = f"{request.method} is not allowed on {path}; use {', '.join(allowed)}"
+        return error_response(message, 405, {"Allow": ", ".join(allowed)})
+    return error_response(f"no V2 endpoint {request.method} {path}", 404)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    except ClientDisconnect as exc:
+        raise InvalidInput("the client disconnected before the body was complete") from exc
+    return bytes(body)
+
+
+def _bind(request: InferenceRequest, model: LoadedModel) -> list[RawRow] | list[FeatureRow]:
+    tokenizer = model.tokenizer
+    return bind_inputs(
+        request.inputs,
+        model.manifest,
+        max_rows=model.batching.max_batch_size,
+        vocab_size=None if tokenizer is None else tokenizer.get_vocab_size(with_added_tokens=True),
+    )

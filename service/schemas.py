@@ -1,0 +1,303 @@
+"""Response bodies of the ``/v1`` API, named by role. Examples show up in ``/docs``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.manifest import BatchingSpec, FusionStrategy, Modality, ModalityRecipes, TensorSpec
+from service.settings import Limits
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. `invalid_input`.")
+    message: str
+    field: str | None = Field(
+        default=None, description="The form field or parameter at fault, when there is one."
+    )
+    request_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every error answer."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "error": {
+                    "code": "unsupported_media_type",
+                    "message": "not a supported image; expected one of PNG, JPEG, WEBP, GIF, "
+                    "BMP, TIFF",
+                    "field": "image",
+                    "request_id": "4b1c0f3e9a7d4e51",
+                }
+            }
+        }
+    )
+
+    error: ErrorDetail
+
+
+class LabelProbability(BaseModel):
+    label: str
+    probability: float = Field(ge=0, le=1)
+
+
+class TaskPrediction(BaseModel):
+    label: str = Field(description="The most probable label.")
+    probability: float = Field(ge=0, le=1)
+    top_k: list[LabelProbability] = Field(description="The `top_k` most probable labels.")
+
+
+class Timings(BaseModel):
+    """Milliseconds spent in each stage of this request."""
+
+    decode_features: float = Field(description="Decoding uploads and computing features.")
+    queue: float = Field(description="Waiting for a batch to start.")
+    inference: float = Field(description="The ONNX Runtime run of the batch this request was in.")
+    total: float = Field(description="From the request's arrival to its answer.")
+
+
+class _Answer(BaseModel):
+    model: str
+    version: str
+    request_id: str
+    modalities: list[Modality] = Field(description="The modalities this request carried.")
+    batch_size: int = Field(description="Rows in the ONNX Runtime run that served this request.")
+    timings_ms: Timings
+
+
+class PredictResponse(_Answer):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "model": "digits-xattn",
+                "version": "1",
+                "request_id": "4b1c0f3e9a7d4e51",
+                "modalities": ["image", "audio", "text"],
+                "batch_size": 1,
+                "tasks": {
+                    "digit": {
+                        "label": "7",
+                        "probability": 0.981,
+                        "top_k": [
+                            {"label": "7", "probability": 0.981},
+                            {"label": "1", "probability": 0.012},
+                            {"label": "9", "probability": 0.004},
+                        ],
+                    },
+                    "consistent": {
+                        "label": "yes",
+                        "probability": 0.97,
+                        "top_k": [
+                            {"label": "yes", "probability": 0.97},
+                            {"label": "no", "probability": 0.03},
+                        ],
+                    },
+                },
+                "contributions": {"image": 0.41, "audio": 0.33, "text": 0.26},
+                "timings_ms": {
+                    "decode_features": 1.9,
+                    "queue": 0.1,
+                    "inference": 0.4,
+                    "total": 2.7,
+                },
+            }
+        }
+    )
+
+    tasks: dict[str, TaskPrediction] = Field(description="One prediction per task of the model.")
+    contributions: dict[Modality, float] | None = Field(
+        default=None,
+        description="How much each modality weighed in the fused answer (absent ones: 0). "
+        "Null when the model does not report it.",
+    )
+
+
+class EmbedResponse(_Answer):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "model": "digits-xattn",
+                "version": "1",
+                "request_id": "4b1c0f3e9a7d4e51",
+                "modalities": ["image", "text"],
+                "batch_size": 1,
+                "dim": 4,
+                "embedding": [0.12, -0.5, 0.33, 0.9],
+                "timings_ms": {
+                    "decode_features": 1.2,
+                    "queue": 0.1,
+                    "inference": 0.3,
+                    "total": 1.8,
+                },
+            }
+        }
+    )
+
+    dim: int
+    embedding: list[float] = Field(description="The fused representation of the inputs.")
+
+
+class TaskInfo(BaseModel):
+    name: str
+    labels: list[str]
+    description: str = ""
+
+
+class ModelSummary(BaseModel):
+    name: str
+    version: str = Field(description="The version `name` resolves to (the latest).")
+    versions: list[str] = Field(description="Every loaded version, oldest first.")
+    default: bool = Field(description="Whether `/v1/predict` serves this model.")
+    modalities: list[Modality]
+    tasks: list[str]
+    fusion: FusionStrategy
+    description: str = ""
+
+
+class ModelFailure(BaseModel):
+    name: str
+    version: str
+    reason: str
+
+
+class ModelList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "default_model": "digits-xattn",
+                "models": [
+                    {
+                        "name": "digits-xattn",
+                        "version": "1",
+                        "versions": ["1"],
+                        "default": True,
+                        "modalities": ["image", "audio", "text"],
+                        "tasks": ["digit", "consistent"],
+                        "fusion": "cross_attention",
+                        "description": "Digits from any subset of image, speech and text.",
+                    }
+                ],
+                "failed": [
+                    {"name": "broken", "version": "1", "reason": "manifest.json: invalid JSON"}
+                ],
+            }
+        }
+    )
+
+    default_model: str | None
+    models: list[ModelSummary]
+    failed: list[ModelFailure] = Field(description="Model folders that could not be loaded.")
+
+
+class BatchingInfo(BatchingSpec):
+    max_queue: int
+    request_timeout_s: float
+
+
+class ModelDetail(BaseModel):
+    name: str
+    version: str
+    versions: list[str]
+    default: bool
+    description: str = ""
+    fusion: FusionStrategy
+    modalities: list[Modality]
+    recipes: ModalityRecipes = Field(description="How each modality's upload becomes features.")
+    tasks: list[TaskInfo]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    limits: Limits
+    execution_providers: list[str] = Field(description="ONNX Runtime providers in use.")
+    batching: BatchingInfo
+    warmup_s: float
+    evaluation: dict[str, Any] = Field(description="The exporter's evaluation summary.")
+    provenance: dict[str, Any]
+
+
+class HealthResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"status": "ok", "models": {"digits-xattn": "ready"}}}
+    )
+
+    status: Literal["ok", "unavailable", "draining"]
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Per model: `ready`, or why it is not."
+    )
+
+
+# status: (description, example code, example message, example field)
+_ERRORS: dict[int, tuple[str, str, str, str | None]] = {
+    400: (
+        "Malformed request: not valid multipart, or the body ends early.",
+        "bad_request",
+        "the multipart body ends before its closing boundary",
+        None,
+    ),
+    404: (
+        "No such model or version.",
+        "model_not_found",
+        "no model named 'digits'; the models are: digits-concat, digits-xattn",
+        None,
+    ),
+    413: (
+        "A field, or the whole body, is over its limit (`error.field` names the field).",
+        "payload_too_large",
+        "audio is 42.00 s long; the limit is 30 s",
+        "audio",
+    ),
+    415: (
+        "A file is not a supported image or audio format, judged from its bytes.",
+        "unsupported_media_type",
+        "not a supported image; expected one of PNG, JPEG, WEBP, GIF, BMP, TIFF",
+        "image",
+    ),
+    422: (
+        "A field is missing, unknown, empty, corrupt or not usable by this model.",
+        "invalid_input",
+        "unknown field 'video'; the accepted fields are text, image and audio",
+        "video",
+    ),
+    429: (
+        "The model's queue is full; retry after `Retry-After` seconds.",
+        "overloaded",
+        "model 'digits-xattn' has 256 requests queued (limit 256); retry shortly",
+        None,
+    ),
+    500: ("Inference failed.", "inference_failed", "ONNX Runtime failed: ...", None),
+    503: (
+        "The model failed to load, is still loading, or the service is shutting down.",
+        "model_not_ready",
+        "model 'digits-gated' version '1' failed to load: no manifest.json",
+        None,
+    ),
+    504: (
+        "No answer within the request timeout.",
+        "timeout",
+        "no answer within 30 s",
+        None,
+    ),
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for these error statuses: ErrorResponse, one example each."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        description, code, message, field = _ERRORS[status]
+        example = {
+            "error": {
+                "code": code,
+                "message": message,
+                "field": field,
+                "request_id": "4b1c0f3e9a7d4e51",
+            }
+        }
+        responses[status] = {
+            "model": ErrorResponse,
+            "description": description,
+            "content": {"application/json": {"example": example}},
+        }
+    return responses

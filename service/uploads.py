@@ -1,0 +1,267 @@
+"""One request's multipart body -> ``{modality: bytes | str}``, limits enforced as it streams.
+
+Starlette's own form parser spools files to temporary files without a size limit and reports
+limits without naming the field, so the request body is parsed here with ``python_multipart``
+directly, chunk by chunk as it arrives:
+
+- only the fields ``text``, ``image`` and ``audio`` are accepted, each at most once;
+- a part is refused (413, naming it) as soon as it passes ``limits.max_upload_bytes``, and the
+  body as soon as it passes ``limits.max_body_bytes`` (at once when Content-Length says so);
+- ``text`` must be UTF-8 and at most ``limits.max_text_chars`` characters;
+- as in HTML forms, a part with no bytes and no file name (an input left empty) counts as not
+  sent, while a named file with no bytes is refused as empty.
+
+Nothing is read from the server's file system: uploads are bytes, whatever their file names.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from service.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.manifest import Modality
+from service.settings import Limits
+
+if TYPE_CHECKING:  # a TypedDict that exists for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
+
+# python_multipart logs a warning for every malformed body before raising; the client gets a
+# 400 with the reason, so the log line would only let any client flood the server's log.
+logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
+
+FIELDS: Final[tuple[Modality, ...]] = ("text", "image", "audio")
+URLENCODED: Final = b"application/x-www-form-urlencoded"
+Uploads = dict[Modality, bytes | str]
+# UTF-8 needs at most 4 bytes per character: a longer text part cannot be within the limit.
+_UTF8_MAX_BYTES = 4
+
+
+class _Part:
+    def __init__(self, name: Modality, filename: str | None) -> None:
+        self.name = name
+        self.filename = filename
+        self.data = bytearray()
+
+
+class _Collector:
+    """python_multipart callbacks that gather the allowed parts and enforce the limits."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.parts: dict[Modality, _Part] = {}
+        self._current: _Part | None = None
+        self._header_name = bytearray()
+        self._header_value = bytearray()
+        self._disposition = b""
+        self.complete = False
+
+    def on_part_begin(self) -> None:
+        self._current = None
+        self._disposition = b""
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        if bytes(self._header_name).lower() == b"content-disposition":
+            self._disposition = bytes(self._header_value)
+        self._header_name.clear()
+        self._header_value.clear()
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        if b"name" not in options:
+            raise BadRequest("a multipart part has no Content-Disposition name")
+        filename = options.get(b"filename")
+        self.begin(
+            options[b"name"].decode("utf-8", "replace"),
+            None if filename is None else filename.decode("utf-8", "replace"),
+        )
+
+    def begin(self, name: str, filename: str | None) -> None:
+        if name not in FIELDS:
+            raise InvalidInput(
+                f"unknown field {name[:64]!r}; the accepted fields are text, image and audio",
+                field=name[:64],
+            )
+        modality: Modality = name
+        if modality in self.parts:
+            raise InvalidInput(f"field {name!r} was sent more than once", field=name)
+        self.parts[modality] = self._current = _Part(modality, filename)
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self._current
+        assert part is not None  # python_multipart calls on_headers_finished first
+        part.data += data[start:end]
+        limit = self._part_limit(part.name)
+        if len(part.data) > limit:
+            raise PayloadTooLarge(f"{part.name} is larger than {limit} bytes", field=part.name)
+
+    def on_part_end(self) -> None:
+        self._current = None
+
+    def on_end(self) -> None:
+        self.complete = True
+
+    def _part_limit(self, name: Modality) -> int:
+        if name == "text":
+            return self.limits.max_text_chars * _UTF8_MAX_BYTES
+        return self.limits.max_upload_bytes
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_end": self.on_end,
+            "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+        }
+
+
+def _media_type(content_type: str | None) -> tuple[bytes, dict[bytes, bytes]]:
+    media_type, params = parse_options_header(content_type or "")
+    if media_type not in (b"multipart/form-data", URLENCODED):
+        shown = f"not {media_type.decode('latin-1')}" if media_type else "with a Content-Type"
+        raise UnsupportedMediaType(f"send the inputs as multipart/form-data, {shown}")
+    return media_type, params
+
+
+def _check_declared_length(request: Request, limits: Limits) -> None:
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    if not declared.isdigit():
+        raise BadRequest("Content-Length is not a number")
+    if int(declared) > limits.max_body_bytes:
+        raise PayloadTooLarge(
+            f"the request body is {declared} bytes; the limit is {limits.max_body_bytes}"
+        )
+
+
+async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    total = 0
+    async for chunk in stream:
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+        yield chunk
+
+
+def _decode_text(part: _Part, limits: Limits) -> str:
+    try:
+        text = part.data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("text is not valid UTF-8", field="text") from exc
+    if len(text) > limits.max_text_chars:
+        raise PayloadTooLarge(
+            f"text is {len(text)} characters; the limit is {limits.max_text_chars}", field="text"
+        )
+    return text
+
+
+def _finish(parts: dict[Modality, _Part], limits: Limits) -> Uploads:
+    uploads: Uploads = {}
+    for name, part in parts.items():
+        if not part.data:
+            if part.filename:
+                raise InvalidInput(f"{name} file {part.filename[:64]!r} is empty", field=name)
+            continue  # an HTML form's empty input: not sent
+        uploads[name] = _decode_text(part, limits) if name == "text" else bytes(part.data)
+    if not uploads:
+        raise InvalidInput("send at least one of the fields text, image or audio")
+    return uploads
+
+
+async def _read_urlencoded(request: Request, limits: Limits) -> Uploads:
+    """``curl -d text=...``: a text-only request needs no multipart."""
+    body = bytearray()
+    async for chunk in _limited(request.stream(), limits.max_body_bytes):
+        body += chunk
+    collector = _Collector(limits)
+    # latin-1 maps every byte to one character and back, so percent-decoding yields the raw
+    # bytes; UTF-8 is checked later, field by field, with an error that names the field.
+    # (parse_qsl on bytes re-encodes its result as ASCII and raised on any non-ASCII text.)
+    pairs = parse_qsl(bytes(body).decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    for raw_name, raw_value in pairs:
+        name = raw_name.encode("latin-1").decode("utf-8", "replace")
+        value = raw_value.encode("latin-1")
+        collector.begin(name, None)
+        if name != "text":
+            raise InvalidInput(f"{name} must be uploaded as a multipart file", field=name)
+        collector.on_part_data(value, 0, len(value))
+    return _finish(collector.parts, limits)
+
+
+async def read_uploads(request: Request, limits: Limits) -> Uploads:
+    """Parse the request's multipart (or urlencoded) body into the modalities it carries."""
+    media_type, params = _media_type(request.headers.get("content-type"))
+    _check_declared_length(request, limits)
+    if media_type == URLENCODED:
+        return await _read_urlencoded(request, limits)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise BadRequest("the multipart Content-Type has no boundary")
+    collector = _Collector(limits)
+    parser = MultipartParser(boundary, collector.callbacks())
+    try:
+        async for chunk in _limited(request.stream(), limits.max_body_bytes):
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise BadRequest(f"malformed multipart body: {exc}") from exc
+    except ClientDisconnect as exc:
+        raise BadRequest("the client disconnected before the body was complete") from exc
+    if not collector.complete:
+        raise BadRequest("the multipart body ends before its closing boundary")
+    return _finish(collector.parts, limits)
+
+
+# The body as OpenAPI describes it (the route reads it itself): three optional form fields,
+# two of them files, so that /docs offers a text box and two file pickers.
+OPENAPI_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "Any non-empty subset of the three fields.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "title": "Uploads",
+                    "properties": {
+                        "text": {
+                            "type": "string",
+                            "description": "UTF-8 text.",
+                            "example": "seven",
+                        },
+                        "image": {
+                            "type": "string",
+                            "format": "binary",
+                            "contentMediaType": "application/octet-stream",
+                            "description": "PNG, JPEG, WebP, GIF, BMP or TIFF file.",
+                        },
+                        "audio": {
+                            "type": "string",
+                            "format": "binary",
+                            "contentMediaType": "application/octet-stream",
+                            "description": "WAV, FLAC, OGG/Vorbis or MP3 file.",
+                        },
+                    },
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+}

@@ -1,0 +1,90 @@
+"""One V2 request's rows through the model's batcher, next to the ``/v1`` requests.
+
+Raw rows go through :func:`service.inference.infer`, exactly as a ``/v1`` upload does (feature
+extraction on the CPU runner, announced to the batcher while it runs); feature rows go to the
+batcher at once. All rows of a request are submitted together, so they land in the same batch
+when it has room, and share it with other clients' rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+
+import numpy as np
+
+from service.errors import Overloaded, RequestTimeout, ServiceError
+from service.inference import infer
+from service.metrics import Metrics
+from service.repository import LoadedModel
+from service.runtime.rows import FeatureRow
+from service.runtime.threads import CpuRunner
+from service.settings import Settings
+from service.v2.binding import RawRow
+
+RowOutputs = dict[str, np.ndarray]
+
+
+async def run_rows(
+    model: LoadedModel,
+    rows: Sequence[RawRow] | Sequence[FeatureRow],
+    *,
+    cpu: CpuRunner,
+    settings: Settings,
+    metrics: Metrics,
+    started: float,
+) -> list[RowOutputs]:
+    """Every row's outputs, in order; the first row's error fails the request."""
+    batcher = model.batcher
+    if batcher.queue_depth + len(rows) > batcher.max_queue:
+        raise Overloaded(
+            f"model {model.name!r} has {batcher.queue_depth} rows queued; {len(rows)} more "
+            f"would pass the limit of {batcher.max_queue}; retry shortly"
+        )
+    jobs: list[Awaitable[RowOutputs]] = []
+    for row in rows:
+        if isinstance(row, FeatureRow):
+            jobs.append(_features(model, row, settings, metrics))
+        else:
+            jobs.append(_raw(model, row, cpu, settings, metrics, started))
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    outputs: list[RowOutputs] = []
+    for i, result in enumerate(results):
+        if isinstance(result, BaseException):
+            raise _for_row(result, i, len(rows))
+        outputs.append(result)
+    return outputs
+
+
+async def _features(
+    model: LoadedModel, row: FeatureRow, settings: Settings, metrics: Metrics
+) -> RowOutputs:
+    """As :func:`service.inference.infer` after its feature extraction, metrics included."""
+    try:
+        result = await model.batcher.submit(row, timeout_s=settings.batching.request_timeout_s)
+    except (Overloaded, RequestTimeout) as exc:
+        metrics.rejected.labels(model.name, exc.code).inc()
+        raise
+    metrics.observe_queue_wait(model.name, result.queue_ms)
+    return result.outputs
+
+
+async def _raw(
+    model: LoadedModel,
+    row: RawRow,
+    cpu: CpuRunner,
+    settings: Settings,
+    metrics: Metrics,
+    started: float,
+) -> RowOutputs:
+    inference = await infer(
+        model, row, cpu=cpu, settings=settings, metrics=metrics, started=started
+    )
+    return inference.outputs
+
+
+def _for_row(exc: BaseException, row: int, rows: int) -> BaseException:
+    """Name the row in a client error when the request had several."""
+    if rows > 1 and isinstance(exc, ServiceError) and 400 <= exc.status_code < 500:
+        exc.message = f"row {row}: {exc.message}"
+    return exc
