@@ -1,5 +1,10 @@
 """Dependencies of the route handlers, as ``Annotated`` aliases.
 
+Every dependency is ``async def`` even though none awaits: FastAPI runs a plain ``def``
+dependency in anyio's thread pool, which cost each request one thread round trip per
+dependency (a profile under load showed the anyio worker threads and their hand-offs as a
+large share of a worker's time).
+
 The settings, the repository and the CPU runner live on ``app.state`` (set by ``create_app``
 and its lifespan), never in module globals, so every app built in a test is independent.
 """
@@ -21,46 +26,46 @@ from service.settings import Settings
 from service.uploads import Uploads, read_uploads
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_repository(request: Request) -> ModelRepository:
+async def get_repository(request: Request) -> ModelRepository:
     repository: ModelRepository | None = getattr(request.app.state, "repository", None)
     if repository is None:
         raise ModelNotReady("the service is starting")
     return repository
 
 
-def get_lifecycle(request: Request) -> Lifecycle:
+async def get_lifecycle(request: Request) -> Lifecycle:
     lifecycle: Lifecycle = request.app.state.lifecycle
     return lifecycle
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
 
-def get_cpu(request: Request) -> CpuRunner:
+async def get_cpu(request: Request) -> CpuRunner:
     cpu: CpuRunner = request.app.state.cpu
     return cpu
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     return request_id(request) or ""
 
 
-def get_arrival(request: Request) -> float:
+async def get_arrival(request: Request) -> float:
     return arrival(request)
 
 
 async def get_uploads(request: Request) -> Uploads:
-    return await read_uploads(request, get_settings(request).limits)
+    return await read_uploads(request, (await get_settings(request)).limits)
 
 
-def get_receive(request: Request) -> Receive:
+async def get_receive(request: Request) -> Receive:
     """The ASGI receive channel, to notice a client that disconnects while it waits."""
     return request.receive
 
@@ -87,7 +92,7 @@ ModelPath = Annotated[
 ]
 
 
-def get_model(
+async def get_model(
     request: Request, repository: RepositoryDep, model: ModelPath, version: VersionQuery = None
 ) -> LoadedModel:
     loaded = repository.get(model, version)
@@ -95,7 +100,7 @@ def get_model(
     return loaded
 
 
-def get_default_model(
+async def get_default_model(
     request: Request, repository: RepositoryDep, version: VersionQuery = None
 ) -> LoadedModel:
     loaded = repository.get_default(version)

@@ -31,7 +31,7 @@ from types import FrameType
 
 from service.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("mmserve")
 
 STARTUP_FAILURE = 3  # as uvicorn exits when the app cannot start
 _RESTART_PAUSE_S = 1.0
@@ -106,8 +106,21 @@ class Supervisor:
                 os.kill(process.pid, sig)
 
     def run(self) -> int:
-        holder = reuseport_socket(self.settings.host, self.settings.port)  # settles the port
-        port = holder.getsockname()[1]
+        logging.basicConfig(
+            level=self.settings.log_level.upper(), format="%(levelname)s: %(message)s"
+        )
+        # SO_REUSEPORT would let us join a port that another server already listens on and
+        # silently share its traffic; a plain bind first fails with "address in use" instead.
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.settings.host, self.settings.port))
+            except OSError as exc:
+                log.error("cannot listen on %s:%s: %s", self.settings.host, self.settings.port, exc)
+                return 1
+            port = probe.getsockname()[1]
+        holder = reuseport_socket(self.settings.host, port)  # settles the port for the workers
         log.info("serving on http://%s:%d with %d workers", self.settings.host, port,
                  self.settings.workers)  # fmt: skip
         signal.signal(signal.SIGTERM, self._forward)

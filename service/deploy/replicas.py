@@ -127,7 +127,8 @@ class Cluster:
         port = free_port()
         command = [sys.executable, "-m", "service", "serve"]
         command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        # Access logs on: each replica's log then shows every answer it gave, drain included.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MMSERVE_ACCESS_LOG": "true", **self.env}
         return spawn(f"replica-{index}", port, command, env, self.workdir)
 
     def _start_nginx(self, binary: str) -> Child:

@@ -109,7 +109,7 @@ MODEL = "/models/{model}"
 VERSION = "/models/{model}/versions/{version}"
 
 
-def get_model(
+async def get_model(
     request: Request, repository: RepositoryDep, model: str, version: str | None = None
 ) -> LoadedModel:
     loaded = repository.get(model, version)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -90,3 +91,16 @@ def test_workers_do_not_outlive_a_killed_supervisor(model_root: Path) -> None:
     assert not any(_alive(pid) for pid in workers)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/readyz", timeout=1)
+
+
+def test_a_busy_port_is_refused_not_shared(model_root: Path) -> None:
+    # SO_REUSEPORT alone would let a second server join the port and take half its traffic.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        command = [sys.executable, "-m", "service", "serve", "--port", str(port),
+                   "--workers", "2", "--model-dir", str(model_root)]  # fmt: skip
+        result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "cannot listen on 127.0.0.1" in result.stderr
