@@ -11,10 +11,12 @@ loads it (``OMP_NUM_THREADS`` and friends, 1 unless the user set them).
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import importlib.util
 import math
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, MutableMapping, Sequence
@@ -88,7 +90,10 @@ def serve(args: argparse.Namespace) -> int:
     if settings.workers == 1:
         return serve_draining(settings)
     # Each worker writes its metrics here; /metrics in any worker merges them all.
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="mmserve-metrics-"))
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        metrics_dir = tempfile.mkdtemp(prefix="mmserve-metrics-")
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     if reuseport_supported():
         return Supervisor(settings).run()
     # No SO_REUSEPORT (not Linux/BSD): uvicorn's supervisor shares one socket. Its workers
