@@ -52,9 +52,10 @@ def _cmdline(pid: int) -> str:
 
 
 def _alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(
-        f"/proc/{pid}/status"
-    ).read_text().lower()
+    return (
+        Path(f"/proc/{pid}").exists()
+        and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    )
 
 
 def test_each_worker_listens_and_all_drain_on_sigterm(model_root: Path) -> None:
@@ -66,7 +67,10 @@ def test_each_worker_listens_and_all_drain_on_sigterm(model_root: Path) -> None:
         for _ in range(20):
             assert httpx.post(f"{url}/v1/predict", data={"text": "seven"}).status_code == 200
         metrics = httpx.get(f"{url}/metrics").text  # merged over both workers
-        assert 'mmserve_requests_total{endpoint="/v1/predict",model="digits-xattn",status="200"} 20.0' in metrics  # noqa: E501
+        assert (
+            'mmserve_requests_total{endpoint="/v1/predict",model="digits-xattn",status="200"} 20.0'
+            in metrics
+        )  # noqa: E501
 
         process.send_signal(signal.SIGTERM)
         time.sleep(0.3)
