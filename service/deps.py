@@ -11,12 +11,14 @@ and its lifespan), never in module globals, so every app built in a test is inde
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 from starlette.types import Receive
 
 from service.errors import ModelNotReady
+from service.inference import Inference, infer
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 from service.middleware import arrival, request_id
@@ -53,10 +55,6 @@ async def get_cpu(request: Request) -> CpuRunner:
     return cpu
 
 
-async def get_request_id(request: Request) -> str:
-    return request_id(request) or ""
-
-
 async def get_arrival(request: Request) -> float:
     return arrival(request)
 
@@ -65,9 +63,39 @@ async def get_uploads(request: Request) -> Uploads:
     return await read_uploads(request, (await get_settings(request)).limits)
 
 
-async def get_receive(request: Request) -> Receive:
-    """The ASGI receive channel, to notice a client that disconnects while it waits."""
-    return request.receive
+@dataclass(frozen=True)
+class UploadCall:
+    """What an upload endpoint needs besides its model and uploads, resolved as one dependency."""
+
+    request_id: str
+    cpu: CpuRunner
+    settings: Settings
+    metrics: Metrics
+    arrival: float
+    receive: Receive  # the ASGI channel: the work is cancelled if the client disconnects
+
+    async def infer(self, model: LoadedModel, uploads: Uploads) -> Inference:
+        return await infer(
+            model,
+            uploads,
+            cpu=self.cpu,
+            settings=self.settings,
+            metrics=self.metrics,
+            started=self.arrival,
+            receive=self.receive,
+        )
+
+
+async def get_upload_call(request: Request) -> UploadCall:
+    state = request.app.state
+    return UploadCall(
+        request_id=request_id(request) or "",
+        cpu=state.cpu,
+        settings=state.settings,
+        metrics=state.metrics,
+        arrival=arrival(request),
+        receive=request.receive,
+    )
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -75,10 +103,9 @@ RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
 CpuDep = Annotated[CpuRunner, Depends(get_cpu)]
-RequestIdDep = Annotated[str, Depends(get_request_id)]
 ArrivalDep = Annotated[float, Depends(get_arrival)]
 UploadsDep = Annotated[Uploads, Depends(get_uploads)]
-ReceiveDep = Annotated[Receive, Depends(get_receive)]
+UploadCallDep = Annotated[UploadCall, Depends(get_upload_call)]
 VersionQuery = Annotated[
     str | None,
     Query(description="A model version; default: the latest.", pattern=r"^[A-Za-z0-9_.-]+$"),

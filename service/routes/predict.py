@@ -10,20 +10,9 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from service.deps import (
-    ArrivalDep,
-    CpuDep,
-    DefaultModelDep,
-    MetricsDep,
-    ModelDep,
-    ReceiveDep,
-    RequestIdDep,
-    SettingsDep,
-    TopKQuery,
-    UploadsDep,
-)
+from service.deps import DefaultModelDep, ModelDep, TopKQuery, UploadCallDep, UploadsDep
 from service.errors import InvalidInput
-from service.inference import Inference, contributions, infer, predictions
+from service.inference import Inference, contributions, predictions
 from service.schemas import EmbedResponse, PredictResponse, error_responses
 from service.uploads import OPENAPI_REQUEST_BODY
 
@@ -63,25 +52,12 @@ def _predict_response(inference: Inference, request_id: str, top_k: int) -> Resp
 async def predict(
     model: ModelDep,
     uploads: UploadsDep,
-    cpu: CpuDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    request_id: RequestIdDep,
-    arrival: ArrivalDep,
-    receive: ReceiveDep,
+    call: UploadCallDep,
     top_k: TopKQuery = 3,
 ) -> Response:
     """Every task's top label, its probability and the top-k list for the uploaded inputs."""
-    inference = await infer(
-        model,
-        uploads,
-        cpu=cpu,
-        settings=settings,
-        metrics=metrics,
-        started=arrival,
-        receive=receive,
-    )
-    return _predict_response(inference, request_id, top_k)
+    inference = await call.infer(model, uploads)
+    return _predict_response(inference, call.request_id, top_k)
 
 
 @router.post(
@@ -94,25 +70,12 @@ async def predict(
 async def predict_default(
     model: DefaultModelDep,
     uploads: UploadsDep,
-    cpu: CpuDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    request_id: RequestIdDep,
-    arrival: ArrivalDep,
-    receive: ReceiveDep,
+    call: UploadCallDep,
     top_k: TopKQuery = 3,
 ) -> Response:
     """As `POST /v1/models/{model}/predict`, on the default model (see `GET /v1/models`)."""
-    inference = await infer(
-        model,
-        uploads,
-        cpu=cpu,
-        settings=settings,
-        metrics=metrics,
-        started=arrival,
-        receive=receive,
-    )
-    return _predict_response(inference, request_id, top_k)
+    inference = await call.infer(model, uploads)
+    return _predict_response(inference, call.request_id, top_k)
 
 
 @router.post(
@@ -124,31 +87,18 @@ async def predict_default(
 async def embed(
     model: ModelDep,
     uploads: UploadsDep,
-    cpu: CpuDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    request_id: RequestIdDep,
-    arrival: ArrivalDep,
-    receive: ReceiveDep,
+    call: UploadCallDep,
 ) -> EmbedResponse:
     """The model's fused representation of the uploaded inputs."""
     output = model.manifest.embedding_output
     if output is None:
         raise InvalidInput(f"model {model.name!r} has no embedding output")
-    inference = await infer(
-        model,
-        uploads,
-        cpu=cpu,
-        settings=settings,
-        metrics=metrics,
-        started=arrival,
-        receive=receive,
-    )
+    inference = await call.infer(model, uploads)
     vector = inference.outputs[output].astype(float).ravel().tolist()
     return EmbedResponse(
         model=model.name,
         version=model.version,
-        request_id=request_id,
+        request_id=call.request_id,
         modalities=inference.modalities,
         batch_size=inference.batch_size,
         dim=len(vector),
