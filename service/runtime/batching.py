@@ -110,9 +110,12 @@ class Batcher:
         """Requests admitted and not yet taken into a batch (extracting or queued)."""
         return self._incoming + len(self._queue)
 
-    def _admit(self) -> None:
+    def _check_open(self) -> None:
         if self._closing or self._task is None:
             raise ModelNotReady(f"model {self.manifest.name!r} is not accepting requests")
+
+    def _admit(self) -> None:
+        self._check_open()
         if self.pending >= self.max_queue:
             raise Overloaded(
                 f"model {self.manifest.name!r} has {self.pending} requests pending "
@@ -136,8 +139,8 @@ class Batcher:
             self._wakeup.set()
 
     async def submit(self, row: FeatureRow, *, timeout_s: float) -> RowResult:
-        if self._closing or self._task is None:
-            raise ModelNotReady(f"model {self.manifest.name!r} is not accepting requests")
+        self._check_open()
+        # Requests admitted through arriving() are already counted; this bounds direct callers.
         if len(self._queue) >= self.max_queue:
             raise Overloaded(
                 f"model {self.manifest.name!r} has {len(self._queue)} requests queued "
