@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__, docs, exception_handlers
 from service.cli import BLAS_THREAD_VARIABLES
+from service.fastpath import PredictFastPath
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import RequestIdMiddleware
@@ -81,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web.install(app)
     for router in (predict.router, models.router, health.router, metrics.router, v2.router):
         app.include_router(router)
+    # Added first, so innermost: inside CORS, the metrics and the request id (service.fastpath).
+    app.add_middleware(PredictFastPath)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

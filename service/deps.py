@@ -106,16 +106,18 @@ CpuDep = Annotated[CpuRunner, Depends(get_cpu)]
 ArrivalDep = Annotated[float, Depends(get_arrival)]
 UploadsDep = Annotated[Uploads, Depends(get_uploads)]
 UploadCallDep = Annotated[UploadCall, Depends(get_upload_call)]
+# Shared with service.fastpath, which must accept exactly what these validators accept.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+VERSION_PATTERN = r"^[A-Za-z0-9_.-]+$"
+TOP_K_DEFAULT, TOP_K_MAX = 3, 1000
+
 VersionQuery = Annotated[
     str | None,
-    Query(description="A model version; default: the latest.", pattern=r"^[A-Za-z0-9_.-]+$"),
+    Query(description="A model version; default: the latest.", pattern=VERSION_PATTERN),
 ]
-TopKQuery = Annotated[int, Query(ge=1, le=1000, description="Labels listed per task.")]
+TopKQuery = Annotated[int, Query(ge=1, le=TOP_K_MAX, description="Labels listed per task.")]
 ModelPath = Annotated[
-    str,
-    Path(
-        description="A model name from `GET /v1/models`.", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-    ),
+    str, Path(description="A model name from `GET /v1/models`.", pattern=MODEL_NAME_PATTERN)
 ]
 
 

@@ -10,7 +10,6 @@ inference — and :class:`~service.errors.ClientDisconnected` is raised (logged 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -28,17 +27,25 @@ async def _until_disconnected(receive: Receive) -> None:
 
 
 async def cancel_on_disconnect(work: Awaitable[T], receive: Receive) -> T:
-    work_task = asyncio.ensure_future(work)
-    watch = asyncio.create_task(_until_disconnected(receive))
+    # One watcher task that cancels this one, rather than the work in a task of its own raced
+    # with asyncio.wait: that cost two tasks and a waiter on every request.
+    this_task = asyncio.current_task()
+    assert this_task is not None
+    disconnected = False
+
+    async def watch() -> None:
+        nonlocal disconnected
+        await _until_disconnected(receive)
+        disconnected = True
+        this_task.cancel()
+
+    watcher = asyncio.create_task(watch())
     try:
-        done, _ = await asyncio.wait({work_task, watch}, return_when=asyncio.FIRST_COMPLETED)
-        if work_task in done:
-            return work_task.result()
-        work_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await work_task
-        raise ClientDisconnected("the client closed the connection before its answer")
+        return await work
+    except asyncio.CancelledError:
+        if not disconnected:
+            raise
+        this_task.uncancel()
+        raise ClientDisconnected("the client closed the connection before its answer") from None
     finally:
-        watch.cancel()
-        if not work_task.done():
-            work_task.cancel()
+        watcher.cancel()

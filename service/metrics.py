@@ -171,10 +171,12 @@ class MetricsMiddleware:
 
     def _labels(self, scope: Scope) -> tuple[str, str]:
         route: Any = scope.get("route")
-        endpoint = getattr(route, "path", None) or "unmatched"
+        state: dict[str, Any] = scope.get("state", {})
+        # service.fastpath answers without routing and names its route template in the state.
+        endpoint = getattr(route, "path", None) or state.get("endpoint") or "unmatched"
         params: dict[str, Any] = scope.get("path_params") or {}
         # Routes that resolve a model (the default one included) name it in the scope state.
-        model = str(scope.get("state", {}).get("model") or "")
+        model = str(state.get("model") or "")
         model = model or str(params.get("model") or params.get("model_name") or "")
         if not model and endpoint in ("/v1/predict", "/v1/embed"):
             model = self.default_model or ""

@@ -2,6 +2,10 @@
 
 Handlers stay thin: the multipart body is parsed by a dependency (:mod:`service.uploads`),
 the work happens in :func:`service.inference.infer`, and the handler builds the response.
+The two predict routes are usually answered by :mod:`service.fastpath`, which resolves the
+same inputs without FastAPI's per-request machinery and calls the same
+:func:`answer_predict`; these routes answer whatever it passes on and describe the API in
+OpenAPI.
 """
 
 from __future__ import annotations
@@ -10,11 +14,20 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from service.deps import DefaultModelDep, ModelDep, TopKQuery, UploadCallDep, UploadsDep
+from service.deps import (
+    TOP_K_DEFAULT,
+    DefaultModelDep,
+    ModelDep,
+    TopKQuery,
+    UploadCall,
+    UploadCallDep,
+    UploadsDep,
+)
 from service.errors import InvalidInput
 from service.inference import Inference, contributions, predictions
+from service.repository import LoadedModel
 from service.schemas import EmbedResponse, PredictResponse, error_responses
-from service.uploads import OPENAPI_REQUEST_BODY
+from service.uploads import OPENAPI_REQUEST_BODY, Uploads
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 
@@ -25,6 +38,14 @@ def _json(answer: BaseModel) -> Response:
     # The answer was built from typed values just now; rendering it directly skips FastAPI's
     # second validation pass over the response model (2-4% of the loop's time under load).
     return Response(answer.model_dump_json(), media_type="application/json")
+
+
+async def answer_predict(
+    model: LoadedModel, uploads: Uploads, call: UploadCall, top_k: int
+) -> Response:
+    """The predict endpoints' work and answer, shared with :mod:`service.fastpath`."""
+    inference = await call.infer(model, uploads)
+    return _predict_response(inference, call.request_id, top_k)
 
 
 def _predict_response(inference: Inference, request_id: str, top_k: int) -> Response:
@@ -53,11 +74,10 @@ async def predict(
     model: ModelDep,
     uploads: UploadsDep,
     call: UploadCallDep,
-    top_k: TopKQuery = 3,
+    top_k: TopKQuery = TOP_K_DEFAULT,
 ) -> Response:
     """Every task's top label, its probability and the top-k list for the uploaded inputs."""
-    inference = await call.infer(model, uploads)
-    return _predict_response(inference, call.request_id, top_k)
+    return await answer_predict(model, uploads, call, top_k)
 
 
 @router.post(
@@ -71,11 +91,10 @@ async def predict_default(
     model: DefaultModelDep,
     uploads: UploadsDep,
     call: UploadCallDep,
-    top_k: TopKQuery = 3,
+    top_k: TopKQuery = TOP_K_DEFAULT,
 ) -> Response:
     """As `POST /v1/models/{model}/predict`, on the default model (see `GET /v1/models`)."""
-    inference = await call.infer(model, uploads)
-    return _predict_response(inference, call.request_id, top_k)
+    return await answer_predict(model, uploads, call, top_k)
 
 
 @router.post(

@@ -26,7 +26,6 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -42,6 +41,7 @@ from service.errors import (
 from service.manifest import Manifest
 from service.runtime.rows import FeatureRow, collate, split_rows
 from service.runtime.session import ModelSession
+from service.runtime.threads import CpuRunner
 
 
 class BatchObserver(Protocol):
@@ -90,7 +90,7 @@ class Batcher:
         self._running_batch = False
         self._closing = False
         self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{manifest.name}")
+        self._inference = CpuRunner(1, name=f"infer-{manifest.name}")
 
     @property
     def queue_depth(self) -> int:
@@ -146,19 +146,20 @@ class Batcher:
                 f"model {self.manifest.name!r} has {len(self._queue)} requests queued "
                 f"(limit {self.max_queue}); retry shortly"
             )
-        pending = _Pending(row, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        pending = _Pending(row, loop.create_future())
         self._queue.append(pending)
         self._wakeup.set()
         if self._observer is not None:
             self._observer.queue_changed(len(self._queue))
+        # A timer that fails the future, rather than wait_for(shield(...)): that wrapped every
+        # request in two more futures and a task. Awaiting the future itself also means a
+        # cancelled caller (its client went away) cancels it, so its row is skipped.
+        timer = loop.call_later(timeout_s, _expire, pending.future, timeout_s)
         try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), timeout_s)
-        except TimeoutError:
-            pending.future.cancel()
-            raise RequestTimeout(f"no answer within {timeout_s:g} s") from None
-        except asyncio.CancelledError:
-            pending.future.cancel()  # the client went away: skip its row if not yet run
-            raise
+            return await pending.future
+        finally:
+            timer.cancel()
 
     async def close(self, drain_timeout_s: float) -> None:
         """Stop taking requests, finish queued and running batches, then stop."""
@@ -174,10 +175,9 @@ class Batcher:
             if not pending.future.done():
                 pending.future.set_exception(ModelNotReady("the service is shutting down"))
         self._queue.clear()
-        self._executor.shutdown(wait=True)
+        self._inference.close()
 
     async def _collect_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
             if self._observer is not None:
@@ -185,9 +185,7 @@ class Batcher:
             self._running_batch = True
             try:
                 started = time.perf_counter()
-                results = await loop.run_in_executor(
-                    self._executor, self._infer, [p.row for p in batch]
-                )
+                results = await self._inference.run(self._infer, [p.row for p in batch])
                 inference_s = time.perf_counter() - started
             finally:
                 self._running_batch = False
@@ -241,6 +239,11 @@ class Batcher:
             if len(rows) == 1:
                 return [_as_service_error(exc)]
         return [self._infer(rows[i : i + 1])[0] for i in range(len(rows))]
+
+
+def _expire(future: asyncio.Future[RowResult], timeout_s: float) -> None:
+    if not future.done():
+        future.set_exception(RequestTimeout(f"no answer within {timeout_s:g} s"))
 
 
 def _as_service_error(exc: Exception) -> ServiceError:

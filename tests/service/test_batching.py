@@ -160,7 +160,7 @@ def test_a_cancelled_request_costs_no_inference(model_folder: Path) -> None:
                           observer=observer)  # fmt: skip
         await batcher.start()
         gate = threading.Event()
-        batcher._executor.submit(gate.wait)  # hold the inference thread busy
+        holding = asyncio.create_task(batcher._inference.run(gate.wait))  # the thread is busy
         first = asyncio.create_task(batcher.submit(row, timeout_s=10))
         await asyncio.sleep(0.05)  # the first row's batch is now waiting for the thread
         leaving = asyncio.create_task(batcher.submit(row, timeout_s=10))
@@ -168,6 +168,7 @@ def test_a_cancelled_request_costs_no_inference(model_folder: Path) -> None:
         leaving.cancel()  # its client went away while it was queued
         await asyncio.gather(leaving, return_exceptions=True)
         gate.set()
+        await holding
         await first
         await batcher.close(drain_timeout_s=5)
         return observer.batches

@@ -1,0 +1,114 @@
+"""The predict fast path (``service.fastpath``) answers exactly as the FastAPI routes do.
+
+A query with a percent-encoded value is passed on to FastAPI, so the same request can be sent
+down either path and the answers compared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.deps import TOP_K_DEFAULT
+from service.fastpath import plain_query, upload_route
+from tests.service import media
+from tests.service.conftest import DEFAULT_MODEL, multipart
+
+UPLOADS: dict[str, bytes | str] = {
+    "image": media.png(),
+    "audio": media.encode_audio(media.tone(), 16000, "WAV", "PCM_16"),
+    "text": "seven",
+}
+
+
+def _answer(response: Any) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    for varying in ("request_id", "timings_ms", "batch_size"):
+        body.pop(varying)
+    return body
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", f"/v1/models/{DEFAULT_MODEL}/predict"])
+def test_fast_path_and_fastapi_route_give_the_same_answer(client: TestClient, path: str) -> None:
+    fast = client.post(f"{path}?top_k=5&version=1", files=multipart(UPLOADS))
+    # "%35" is "5": the fast path leaves percent-decoding to FastAPI.
+    routed = client.post(f"{path}?top_k=%35&version=1", files=multipart(UPLOADS))
+    assert _answer(fast) == _answer(routed)
+    assert len(_answer(fast)["tasks"]["digit"]["top_k"]) == 5
+
+
+def test_fast_path_errors_match_the_routes(client: TestClient) -> None:
+    unknown = client.post("/v1/models/no-such-model/predict", files=multipart(UPLOADS))
+    routed = client.post("/v1/models/no-such-model/predict?top_k=%33", files=multipart(UPLOADS))
+    assert unknown.status_code == routed.status_code == 404
+    first, second = unknown.json()["error"], routed.json()["error"]
+    assert first["request_id"] == unknown.headers["X-Request-ID"]
+    first.pop("request_id"), second.pop("request_id")
+    assert first == second
+
+
+def test_fast_path_answers_are_counted_by_route(client: TestClient) -> None:
+    def count() -> float:
+        text = client.get("/metrics").text
+        line = next(
+            (
+                line
+                for line in text.splitlines()
+                if line.startswith("mmserve_requests_total{")
+                and 'endpoint="/v1/models/{model}/predict"' in line
+                and f'model="{DEFAULT_MODEL}"' in line
+                and 'status="200"' in line
+            ),
+            None,
+        )
+        return 0.0 if line is None else float(line.rsplit(" ", 1)[1])
+
+    before = count()
+    assert client.post(f"/v1/models/{DEFAULT_MODEL}/predict", files=multipart(UPLOADS)).is_success
+    assert count() == before + 1
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (b"", (TOP_K_DEFAULT, None)),
+        (b"top_k=7", (7, None)),
+        (b"version=2&top_k=1000", (1000, "2")),
+        (b"version=v1.0_b-c", (TOP_K_DEFAULT, "v1.0_b-c")),
+    ],
+)
+def test_plain_queries_are_served_directly(query: bytes, expected: tuple[int, str | None]) -> None:
+    parsed = plain_query(query)
+    assert parsed is not None and (parsed.top_k, parsed.version) == expected
+
+
+@pytest.mark.parametrize(
+    "query",
+    [b"top_k=0", b"top_k=1001", b"top_k=05", b"top_k=x", b"top_k=", b"top_k=3&top_k=4",
+     b"version=", b"version=a/b", b"version=1&version=2", b"top_k=%33", b"text=a+b",
+     b"other=1", b"top_k=3&"],
+)  # fmt: skip
+def test_other_queries_are_left_to_fastapi(query: bytes) -> None:
+    assert plain_query(query) is None
+
+
+def test_only_predict_posts_take_the_fast_path() -> None:
+    def scope(method: str, path: str) -> dict[str, Any]:
+        return {"type": "http", "method": method, "path": path}
+
+    assert upload_route(scope("POST", "/v1/predict")) == ("/v1/predict", None)
+    assert upload_route(scope("POST", "/v1/models/m-1.2/predict")) == (
+        "/v1/models/{model}/predict",
+        "m-1.2",
+    )
+    for method, path in [
+        ("GET", "/v1/predict"),
+        ("POST", "/v1/models/m/embed"),
+        ("POST", "/v1/models/-bad/predict"),
+        ("POST", "/v1/models/a/b/predict"),
+        ("POST", "/v1/predict/"),
+    ]:
+        assert upload_route(scope(method, path)) is None
