@@ -39,6 +39,10 @@ logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
 FIELDS: Final[tuple[Modality, ...]] = ("text", "image", "audio")
 URLENCODED: Final = b"application/x-www-form-urlencoded"
 Uploads = dict[Modality, bytes | str]
+PlainPart = tuple[str, str | None, bytes]  # (field name, file name, data)
+# Bodies up to this size (by Content-Length) are read whole and split without the streaming
+# parser when they have the plain shape (see split_plain_multipart).
+WHOLE_BODY_MAX_BYTES: Final = 1 << 20
 # UTF-8 needs at most 4 bytes per character: a longer text part cannot be within the limit.
 _UTF8_MAX_BYTES = 4
 
@@ -205,6 +209,68 @@ async def _read_urlencoded(request: Request, limits: Limits) -> Uploads:
     return _finish(collector.parts, limits)
 
 
+def split_plain_multipart(body: bytes, boundary: bytes) -> list[PlainPart] | None:
+    """``(name, filename, data)`` per part if ``body`` has the plain shape clients send, else None.
+
+    Plain: no preamble, every part opened by ``--boundary`` and CRLF, one ``Name: value``
+    header per line with a Content-Disposition name, one closing delimiter. ``bytes.find`` and
+    ``split`` do this in a few microseconds where python_multipart's byte-by-byte header state
+    machine took about 50 µs of the event loop per request. Anything else (a preamble, folded
+    headers, padding after a delimiter, a malformed body) returns None and is parsed by
+    python_multipart, which also words the errors.
+    """
+    opening = b"--" + boundary + b"\r\n"
+    closing = b"\r\n--" + boundary + b"--"
+    end = body.find(closing)
+    if not body.startswith(opening) or end < 0 or body[end + len(closing) :] not in (b"", b"\r\n"):
+        return None
+    parts = []
+    for section in body[len(opening) : end].split(b"\r\n" + opening):
+        head, blank_line, data = section.partition(b"\r\n\r\n")
+        if not blank_line:
+            return None
+        disposition = None
+        for line in head.split(b"\r\n"):
+            field, colon, value = line.partition(b":")
+            if not colon or field != field.strip():
+                return None
+            if field.lower() == b"content-disposition":
+                disposition = value.strip()
+        if disposition is None:
+            return None
+        _, options = parse_options_header(disposition)
+        if b"name" not in options:
+            return None
+        filename = options.get(b"filename")
+        parts.append(
+            (
+                options[b"name"].decode("utf-8", "replace"),
+                None if filename is None else filename.decode("utf-8", "replace"),
+                data,
+            )
+        )
+    return parts
+
+
+async def _read_whole(chunks: AsyncIterator[bytes]) -> bytes:
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+    return bytes(body)
+
+
+async def _replay(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+def _collect(parts: list[PlainPart], limits: Limits) -> Uploads:
+    collector = _Collector(limits)
+    for name, filename, data in parts:
+        collector.begin(name, filename)
+        collector.on_part_data(data, 0, len(data))
+    return _finish(collector.parts, limits)
+
+
 async def read_uploads(request: Request, limits: Limits) -> Uploads:
     """Parse the request's multipart (or urlencoded) body into the modalities it carries."""
     media_type, params = _media_type(request.headers.get("content-type"))
@@ -214,10 +280,19 @@ async def read_uploads(request: Request, limits: Limits) -> Uploads:
     boundary = params.get(b"boundary")
     if not boundary:
         raise BadRequest("the multipart Content-Type has no boundary")
+    declared = request.headers.get("content-length")
+    chunks = _limited(request.stream(), limits.max_body_bytes)
     collector = _Collector(limits)
     parser = MultipartParser(boundary, collector.callbacks())
     try:
-        async for chunk in _limited(request.stream(), limits.max_body_bytes):
+        # A small body is read whole and split directly; a large one streams through the
+        # parser, so a part over its limit is refused before the rest is read.
+        if declared is not None and int(declared) <= WHOLE_BODY_MAX_BYTES:
+            body = await _read_whole(chunks)
+            if (parts := split_plain_multipart(body, boundary)) is not None:
+                return _collect(parts, limits)
+            chunks = _replay(body)
+        async for chunk in chunks:
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:
