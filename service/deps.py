@@ -68,7 +68,6 @@ class UploadCall:
     """What an upload endpoint needs besides its model and uploads, resolved as one dependency."""
 
     request_id: str
-    cpu: CpuRunner
     settings: Settings
     metrics: Metrics
     arrival: float
@@ -78,7 +77,6 @@ class UploadCall:
         return await infer(
             model,
             uploads,
-            cpu=self.cpu,
             settings=self.settings,
             metrics=self.metrics,
             started=self.arrival,
@@ -90,7 +88,6 @@ async def get_upload_call(request: Request) -> UploadCall:
     state = request.app.state
     return UploadCall(
         request_id=request_id(request) or "",
-        cpu=state.cpu,
         settings=state.settings,
         metrics=state.metrics,
         arrival=arrival(request),

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service import exception_handlers
 from service.deps import MODEL_NAME_PATTERN, TOP_K_DEFAULT, TOP_K_MAX, VERSION_PATTERN, UploadCall
 from service.errors import ModelNotReady, ServiceError
+from service.inference import admitted
 from service.middleware import arrival, request_id
 from service.repository import ModelRepository
 from service.routes.predict import answer_predict
@@ -123,10 +124,10 @@ class PredictFastPath:
         else:
             model = repository.get(name, query.version)
         request.state.model = model.name  # for the metrics' model label
-        uploads = await read_uploads(request, state.settings.limits)
+        async with admitted(model, state.metrics):  # a batch may wait for this body
+            uploads = await read_uploads(request, state.settings.limits)
         call = UploadCall(
             request_id(request) or "",
-            state.cpu,
             state.settings,
             state.metrics,
             arrival(request),

@@ -1,15 +1,17 @@
-"""One request through a model: uploads -> features (worker thread) -> batcher -> outputs.
+"""One request through a model: uploads -> batcher (features + inference on its thread) -> outputs.
 
 Shared by every endpoint that answers from uploads (predict, embed, and the V2 protocol's
 BYTES inputs), so they all time, batch and fail the same way. Nothing here blocks the loop:
-feature extraction runs on the :class:`~service.runtime.threads.CpuRunner`, inference on the
-batcher's own thread.
+decoding, feature extraction and inference run on the batcher's threads
+(:mod:`service.runtime.batching`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +23,6 @@ from service.manifest import Modality
 from service.metrics import Metrics
 from service.repository import LoadedModel
 from service.runtime.extract import extract_row
-from service.runtime.threads import CpuRunner
 from service.schemas import LabelProbability, TaskPrediction, Timings
 from service.settings import Settings
 
@@ -35,11 +36,25 @@ class Inference:
     timings: Timings
 
 
+@contextlib.asynccontextmanager
+async def admitted(model: LoadedModel, metrics: Metrics) -> AsyncIterator[None]:
+    """Admit a request to ``model`` while its inputs are read (429 when the model is full).
+
+    Announced requests let a batch wait (up to the model's ``max_wait_ms``) for them.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            await stack.enter_async_context(model.batcher.arriving())
+        except Overloaded as exc:
+            metrics.rejected.labels(model.name, exc.code).inc()
+            raise
+        yield
+
+
 async def infer(
     model: LoadedModel,
     uploads: Mapping[Modality, bytes | str],
     *,
-    cpu: CpuRunner,
     settings: Settings,
     metrics: Metrics,
     started: float,
@@ -50,7 +65,7 @@ async def infer(
     With ``receive`` (the request's ASGI channel), the work is cancelled if the client
     disconnects before its answer is ready.
     """
-    work = _infer(model, uploads, cpu=cpu, settings=settings, metrics=metrics, started=started)
+    work = _infer(model, uploads, settings=settings, metrics=metrics, started=started)
     if receive is None:
         return await work
     return await cancel_on_disconnect(work, receive)
@@ -60,31 +75,25 @@ async def _infer(
     model: LoadedModel,
     uploads: Mapping[Modality, bytes | str],
     *,
-    cpu: CpuRunner,
     settings: Settings,
     metrics: Metrics,
     started: float,
 ) -> Inference:
+    job = functools.partial(extract_row, model, uploads, settings.limits)
     try:
-        async with model.batcher.arriving():
-            features_start = time.perf_counter()
-            extracted = await cpu.run(extract_row, model, uploads, settings.limits)
-            features_ms = (time.perf_counter() - features_start) * 1000.0
-        metrics.observe_features(model.name, {str(m): ms for m, ms in extracted.feature_ms.items()})
-        result = await model.batcher.submit(
-            extracted.row, timeout_s=settings.batching.request_timeout_s
-        )
+        result = await model.batcher.submit_job(job, timeout_s=settings.batching.request_timeout_s)
     except (Overloaded, RequestTimeout) as exc:
         metrics.rejected.labels(model.name, exc.code).inc()
         raise
+    metrics.observe_features(model.name, {str(m): ms for m, ms in result.feature_ms.items()})
     metrics.observe_queue_wait(model.name, result.queue_ms)
     timings = Timings(
-        decode_features=features_ms,
+        decode_features=sum(result.feature_ms.values()),
         queue=result.queue_ms,
         inference=result.inference_ms,
         total=(time.perf_counter() - started) * 1000.0,
     )
-    present = [m for m in model.manifest.modality_order if m in extracted.row.inputs]
+    present = [m for m in model.manifest.modality_order if m in uploads]
     return Inference(model, present, result.outputs, result.batch_size, timings)
 
 

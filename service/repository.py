@@ -219,6 +219,7 @@ class ModelRepository:
             max_batch_size=batching.max_batch_size,
             max_wait_ms=batching.max_wait_ms,
             max_queue=self.settings.batching.max_queue,
+            threads=self.settings.runtime.feature_threads,
             observer=None if self._metrics is None else self._metrics.observer(manifest.name),
         )
         model = LoadedModel(manifest, path, tokenizer, session, batching, batcher, warmup_s)

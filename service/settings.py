@@ -46,7 +46,12 @@ class Runtime(BaseModel):
     )
     intra_op_threads: int = Field(default=1, ge=0, description="0 lets ONNX Runtime decide.")
     inter_op_threads: int = Field(default=1, ge=0)
-    feature_threads: int = Field(default=2, gt=0, description="Decode/feature threads per worker.")
+    # One per worker: with one worker per core, a second thread only contends for the GIL.
+    feature_threads: int = Field(
+        default=1,
+        gt=0,
+        description="Threads per model and worker that decode, extract features and run batches.",
+    )
 
     @field_validator("providers", mode="before")
     @classmethod

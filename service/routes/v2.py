@@ -190,9 +190,7 @@ async def infer(
     decoded = await cpu.run(decode_request, body, header_length)
     outputs = resolve_outputs(decoded.outputs, model.manifest, decoded.binary_output)
     rows = await cpu.run(_bind, decoded, model)
-    results = await run_rows(
-        model, rows, cpu=cpu, settings=settings, metrics=metrics, started=arrival
-    )
+    results = await run_rows(model, rows, settings=settings, metrics=metrics, started=arrival)
     tensors = assemble_outputs(outputs, results)
     answer, json_length = await cpu.run(
         encode_response, model.name, model.version, decoded.id, tensors

@@ -1,7 +1,7 @@
 """One V2 request's rows through the model's batcher, next to the ``/v1`` requests.
 
 Raw rows go through :func:`service.inference.infer`, exactly as a ``/v1`` upload does (feature
-extraction on the CPU runner, announced to the batcher while it runs); feature rows go to the
+extraction on the batcher's thread, just before the batch's inference); feature rows go to the
 batcher at once. All rows of a request are submitted together, so they land in the same batch
 when it has room, and share it with other clients' rows.
 """
@@ -18,7 +18,6 @@ from service.inference import infer
 from service.metrics import Metrics
 from service.repository import LoadedModel
 from service.runtime.rows import FeatureRow
-from service.runtime.threads import CpuRunner
 from service.settings import Settings
 from service.v2.binding import RawRow
 
@@ -29,7 +28,6 @@ async def run_rows(
     model: LoadedModel,
     rows: Sequence[RawRow] | Sequence[FeatureRow],
     *,
-    cpu: CpuRunner,
     settings: Settings,
     metrics: Metrics,
     started: float,
@@ -46,7 +44,7 @@ async def run_rows(
         if isinstance(row, FeatureRow):
             jobs.append(_features(model, row, settings, metrics))
         else:
-            jobs.append(_raw(model, row, cpu, settings, metrics, started))
+            jobs.append(_raw(model, row, settings, metrics, started))
     results = await asyncio.gather(*jobs, return_exceptions=True)
     outputs: list[RowOutputs] = []
     for i, result in enumerate(results):
@@ -72,14 +70,11 @@ async def _features(
 async def _raw(
     model: LoadedModel,
     row: RawRow,
-    cpu: CpuRunner,
     settings: Settings,
     metrics: Metrics,
     started: float,
 ) -> RowOutputs:
-    inference = await infer(
-        model, row, cpu=cpu, settings=settings, metrics=metrics, started=started
-    )
+    inference = await infer(model, row, settings=settings, metrics=metrics, started=started)
     return inference.outputs
 
 

@@ -13,9 +13,10 @@ import httpx
 import numpy as np
 import pytest
 
-from service.errors import ModelNotReady
+from service.errors import InvalidInput, ModelNotReady
 from service.manifest import load_manifest
 from service.runtime.batching import Batcher
+from service.runtime.extract import ExtractedRow
 from service.runtime.rows import FeatureRow
 from service.runtime.session import ModelSession
 from service.runtime.warmup import synthetic_row
@@ -149,31 +150,64 @@ class _Counting:
         self.batches.append(size)
 
 
-def test_a_cancelled_request_costs_no_inference(model_folder: Path) -> None:
+def test_a_cancelled_request_costs_no_features_or_inference(model_folder: Path) -> None:
     manifest = load_manifest(model_folder)
     session = ModelSession(model_folder / manifest.model_file, providers=["CPUExecutionProvider"])
     row = synthetic_row(manifest)
+    gate = threading.Event()
+    extracted: list[str] = []
+
+    def job(name: str, wait: bool = False) -> ExtractedRow:
+        if wait:
+            gate.wait(10)  # holds the batch thread busy
+        extracted.append(name)
+        return ExtractedRow(row)
 
     async def scenario() -> list[int]:
         observer = _Counting()
         batcher = Batcher(session, manifest, max_batch_size=8, max_wait_ms=0, max_queue=8,
                           observer=observer)  # fmt: skip
         await batcher.start()
-        gate = threading.Event()
-        holding = asyncio.create_task(batcher._inference.run(gate.wait))  # the thread is busy
-        first = asyncio.create_task(batcher.submit(row, timeout_s=10))
-        await asyncio.sleep(0.05)  # the first row's batch is now waiting for the thread
-        leaving = asyncio.create_task(batcher.submit(row, timeout_s=10))
+        first = asyncio.create_task(batcher.submit_job(lambda: job("first", True), timeout_s=10))
+        await asyncio.sleep(0.05)  # the first row's batch now occupies the thread
+        leaving = asyncio.create_task(batcher.submit_job(lambda: job("leaving"), timeout_s=10))
         await asyncio.sleep(0.05)
         leaving.cancel()  # its client went away while it was queued
         await asyncio.gather(leaving, return_exceptions=True)
         gate.set()
-        await holding
         await first
         await batcher.close(drain_timeout_s=5)
         return observer.batches
 
     assert asyncio.run(scenario()) == [1]
+    assert extracted == ["first"]
+
+
+def test_a_row_whose_features_fail_fails_alone_in_its_batch(model_folder: Path) -> None:
+    manifest = load_manifest(model_folder)
+    session = ModelSession(model_folder / manifest.model_file, providers=["CPUExecutionProvider"])
+    row = synthetic_row(manifest)
+
+    def bad() -> ExtractedRow:
+        raise InvalidInput("image is not an image", field="image")
+
+    async def scenario() -> tuple[list[object], list[int]]:
+        observer = _Counting()
+        batcher = Batcher(session, manifest, max_batch_size=8, max_wait_ms=0, max_queue=8,
+                          observer=observer)  # fmt: skip
+        await batcher.start()
+        jobs = [lambda: ExtractedRow(row), bad, lambda: ExtractedRow(row)]
+        results = await asyncio.gather(
+            *[batcher.submit_job(j, timeout_s=10) for j in jobs], return_exceptions=True
+        )
+        await batcher.close(drain_timeout_s=5)
+        return results, observer.batches
+
+    (first, failed, last), batches = asyncio.run(scenario())
+    assert isinstance(failed, InvalidInput) and failed.field == "image"
+    assert not isinstance(first, BaseException) and not isinstance(last, BaseException)
+    assert first.batch_size == last.batch_size == 2 and batches == [2]
+    np.testing.assert_array_equal(first.outputs["digit_probs"], last.outputs["digit_probs"])
 
 
 def test_a_failing_row_fails_alone(model_folder: Path) -> None:
