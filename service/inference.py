@@ -98,10 +98,15 @@ async def _infer(
 
 
 def task_prediction(probabilities: np.ndarray, labels: list[str], top_k: int) -> TaskPrediction:
-    order = np.argsort(-probabilities, kind="stable")[: max(1, top_k)]
+    # Runs on the event loop for every answer: plain Python on a handful of floats is faster
+    # than numpy's argsort and clip, whose per-call overhead dominates on 10 elements.
+    values: list[float] = probabilities.astype(np.float64).tolist()
+    # Python's sort is stable with reverse=True too: ties keep the label order.
+    order = sorted(range(len(values)), key=values.__getitem__, reverse=True)[: max(1, top_k)]
     # float32 softmax can land a hair outside [0, 1]
-    clipped = np.clip(probabilities.astype(np.float64), 0.0, 1.0)
-    ranked = [LabelProbability(label=labels[i], probability=float(clipped[i])) for i in order]
+    ranked = [
+        LabelProbability(label=labels[i], probability=min(1.0, max(0.0, values[i]))) for i in order
+    ]
     return TaskPrediction(label=ranked[0].label, probability=ranked[0].probability, top_k=ranked)
 
 
