@@ -48,7 +48,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "FastAPI/Starlette (routing, deps, middleware)",
         (
             "fastapi/", "starlette/", "service/middleware.py", "service/deps.py",
-            "service/routes/", "service/exception_handlers.py",
+            "service/routes/", "service/exception_handlers.py", "service/fastpath.py",
         ),
     ),
     ("HTTP (uvicorn, httptools)", ("httptools", "uvicorn/protocols", "h11")),
@@ -59,16 +59,15 @@ _IDLE_LEAVES = (
     "Event.wait (threading.py",
     "select (selectors.py",
     "Connection._recv (multiprocessing",
+    "CpuRunner._work (service/runtime/threads.py",  # blocked on its job queue
 )
 
 
 def thread_group(thread: str) -> str:
     if "MainThread" in thread:
         return "event loop thread"
-    if "infer" in thread:
-        return "inference thread"
-    if "AnyIO worker" in thread:
-        return "feature threads"
+    if "batch-" in thread:
+        return "batch threads (features + inference)"
     return "other threads"
 
 
@@ -113,7 +112,7 @@ class Breakdown:
         return [(stage, n / per) for stage, n in self.samples[group].most_common()]
 
 
-GROUPS = ("event loop thread", "feature threads", "inference thread")
+GROUPS = ("event loop thread", "batch threads (features + inference)")
 
 
 @dataclass

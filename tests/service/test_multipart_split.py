@@ -76,6 +76,7 @@ IMAGE = (
         manual(IMAGE, TEXT, end=b"--" + B + b"--"),
         manual(b'content-disposition: form-data; name="audio"; filename=""\r\n\r\n'),
         manual(b'Content-Disposition: form-data; name="x"\r\n\r\n\r\n\r\n'),
+        manual(b'CONTENT-DISPOSITION: FORM-DATA; NAME="text"; Filename="a b.txt"\r\n\r\nx'),
     ],
 )
 def test_plain_bodies_split_as_python_multipart_parses_them(body: bytes) -> None:
@@ -104,6 +105,10 @@ def test_what_http_clients_send_is_plain() -> None:
         manual(b'Content-Disposition: form-data; name="text"'),  # no blank line after headers
         b"--" + B + b"\r\n\r\n--" + B + b"--",  # no parts
         manual(TEXT) + b"--" + B + b"--",  # two closing delimiters
+        manual(b"Content-Disposition: form-data; name=text\r\n\r\nx"),  # unquoted value
+        manual(b'Content-Disposition: form-data; name="a\\"b"\r\n\r\nx'),  # an escape
+        manual(b"Content-Disposition: form-data; name*=UTF-8''t\r\n\r\nx"),  # RFC 2231
+        manual(b'Content-Disposition: form-data; name="image"; filename="C:\\a\\d.png"\r\n\r\nx'),
     ],
 )
 def test_other_shapes_are_left_to_python_multipart(body: bytes) -> None:
