@@ -52,7 +52,8 @@ def table(summary: dict[str, Any]) -> str:
         f"{summary['uploads']['audio_wav_bytes']} B ({summary['uploads']['audio_source']}), "
         f"text {summary['uploads']['text']!r}",
         f"in-process ceiling: {summary['ceiling_rps']:.1f} rps ({best['workers']} "
-        f"{best['layout']}, batch {best['batch_size']}); single request "
+        f"{best['layout']}, batch {best['batch_size']}; mean of {ceiling.get('before_rps')} "
+        f"before and {ceiling.get('after_rps')} after the servers); single request "
         f"{summary['inprocess_single_ms']:.2f} ms",
         "",
         *_runs_table(summary["runs"]),

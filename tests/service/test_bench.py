@@ -55,6 +55,14 @@ def test_headline_figures_are_positive(summary: dict[str, Any]) -> None:
     assert isinstance(summary["machine_busy"], bool)
 
 
+def test_the_ceiling_brackets_the_server_runs(summary: dict[str, Any]) -> None:
+    ceiling = summary["ceiling"]
+    before, after = ceiling["before_rps"], ceiling["after_rps"]
+    assert before > 0 and after > 0
+    assert summary["ceiling_rps"] == pytest.approx((before + after) / 2, abs=0.1)
+    assert [r["layout"] for r in ceiling["runs"]].count(ceiling["layout"]) == 2
+
+
 def test_every_run_is_reported_without_errors(summary: dict[str, Any]) -> None:
     runs = summary["runs"]
     assert {(r["system"], r["concurrency"], r["batching"]) for r in runs} == RUNS
