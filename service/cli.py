@@ -57,7 +57,9 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--max-batch-size", type=int, help="override every manifest's")
     serve.add_argument("--max-wait-ms", type=float, help="override every manifest's")
-    serve.add_argument("--feature-threads", type=int, help="decode/feature threads per worker")
+    serve.add_argument(
+        "--feature-threads", type=int, help="batch threads (decode, features, inference) per model"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
