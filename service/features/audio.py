@@ -1,16 +1,18 @@
 """Audio bytes -> float32 ``(coefficients, frames)`` as the manifest's recipe says.
 
 Decoding is libsndfile's (through soundfile): WAV (8/16/24/32-bit integer, 32/64-bit float),
-FLAC, OGG/Vorbis, Opus and MP3 — whatever the linked libsndfile reads. The format comes from the
-bytes. Length is checked from the header before decoding, so an hour-long upload is refused
-without being decoded. Resampling is soxr's (what librosa uses by default), which releases
-the GIL. The spectral part is :mod:`service.features.spectral`.
+FLAC, OGG/Vorbis, Opus and MP3 — whatever the linked libsndfile reads; a plain 16-bit PCM
+WAV, the commonest upload, is read directly with the same result (``plain_pcm16_wav``). The
+format comes from the bytes. Length is checked from the header before decoding, so an
+hour-long upload is refused without being decoded. Resampling is soxr's (what librosa uses
+by default), which releases the GIL. The spectral part is :mod:`service.features.spectral`.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import struct
 
 import numpy as np
 import soundfile as sf
@@ -34,8 +36,59 @@ def _truncated(log: str) -> bool:
     return 0 < declared < 0xFFFFFFFF and actual < declared
 
 
+# WAVE_FORMAT_EXTENSIBLE's sub-format GUID for integer PCM (KSDATAFORMAT_SUBTYPE_PCM).
+_PCM_GUID = bytes.fromhex("0100000000001000800000aa00389b71")
+_WAVE_FORMAT_PCM, _WAVE_FORMAT_EXTENSIBLE = 1, 0xFFFE
+_INT16_SCALE = np.float32(1.0 / 32768.0)  # libsndfile's int16 -> float normalisation
+
+
+def plain_pcm16_wav(data: bytes) -> tuple[np.ndarray, int] | None:
+    """``(int16 (frames, channels), sample rate)`` for a plain 16-bit PCM WAV, else None.
+
+    The commonest upload, read without libsndfile: opening it through soundfile's virtual
+    I/O cost about 0.15-0.2 ms a clip, most of a request's decoding. Only a well-formed file
+    is read here (fmt before a complete data chunk, whole frames); anything else — other
+    sample formats, truncation, streaming sizes — returns None and goes to libsndfile, which
+    also words the errors.
+    """
+    if len(data) < 44 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    position, layout = 12, None
+    while position + 8 <= len(data):
+        chunk, size = data[position : position + 4], struct.unpack_from("<I", data, position + 4)[0]
+        start = position + 8
+        if chunk == b"fmt ":
+            if size < 16 or start + size > len(data):
+                return None
+            tag, channels, rate, _, block_align, bits = struct.unpack_from("<HHIIHH", data, start)
+            extensible = tag == _WAVE_FORMAT_EXTENSIBLE and size >= 40
+            if not (
+                tag == _WAVE_FORMAT_PCM
+                or (extensible and data[start + 24 : start + 40] == _PCM_GUID)
+            ):
+                return None
+            if bits != 16 or channels < 1 or block_align != 2 * channels or rate <= 0:
+                return None
+            layout = (channels, rate)
+        elif chunk == b"data":
+            if layout is None or size == 0 or start + size > len(data) or size % (2 * layout[0]):
+                return None
+            samples = np.frombuffer(data, dtype="<i2", count=size // 2, offset=start)
+            return samples.reshape(-1, layout[0]), layout[1]
+        position = start + size + (size & 1)  # chunks are padded to an even length
+    return None
+
+
 def decode_audio(data: bytes, *, max_seconds: float) -> tuple[np.ndarray, int]:
     """Decode an upload to mono float32 at its own sample rate."""
+    if (plain := plain_pcm16_wav(data)) is not None:
+        pcm, sample_rate = plain
+        if pcm.shape[0] / sample_rate > max_seconds:
+            raise PayloadTooLarge(
+                f"audio is {pcm.shape[0] / sample_rate:.2f} s long; the limit is {max_seconds:g} s",
+                field=FIELD,
+            )
+        return _mono(pcm.astype(np.float32) * _INT16_SCALE, sample_rate, max_seconds)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             sample_rate, frames = f.samplerate, f.frames
@@ -58,6 +111,11 @@ def decode_audio(data: bytes, *, max_seconds: float) -> tuple[np.ndarray, int]:
         raise InvalidInput(f"unreadable audio: {exc.error_string}", field=FIELD) from exc
     except (RuntimeError, ValueError, TypeError, EOFError) as exc:
         raise InvalidInput(f"corrupt or truncated audio: {exc}", field=FIELD) from exc
+    return _mono(samples, sample_rate, max_seconds)
+
+
+def _mono(samples: np.ndarray, sample_rate: int, max_seconds: float) -> tuple[np.ndarray, int]:
+    """``(frames, channels)`` float32 -> checked mono float32."""
     if samples.shape[0] == 0:
         raise InvalidInput("audio contains no samples", field=FIELD)
     if samples.shape[0] / sample_rate > max_seconds:

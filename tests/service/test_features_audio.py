@@ -10,7 +10,13 @@ import pytest
 import soundfile as sf
 
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from service.features.audio import audio_features, clip_batch_features, decode_audio, fit_clip
+from service.features.audio import (
+    audio_features,
+    clip_batch_features,
+    decode_audio,
+    fit_clip,
+    plain_pcm16_wav,
+)
 from service.manifest import AudioRecipe
 
 RECIPE = AudioRecipe(
@@ -144,3 +150,60 @@ def test_filterbank_cache_is_librosas_and_reused(
     assert len(files) == 1
     np.testing.assert_array_equal(first, reference)
     np.testing.assert_array_equal(mel_filterbank(RECIPE), reference)  # warm: read back
+
+
+def _pcm_file(channels: int, rate: int, *, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
+    rng = np.random.default_rng(channels * rate)
+    samples = rng.uniform(-1.0, 1.0, size=(rate // 4, channels)).astype(np.float32)
+    samples[0] = 1.0  # full scale: the int16 clipping and scaling are exercised
+    samples[1] = -1.0
+    out = io.BytesIO()
+    sf.write(out, samples, rate, subtype=subtype, format=fmt)
+    return out.getvalue()
+
+
+def _with_chunk_before_data(wav: bytes, chunk: bytes) -> bytes:
+    at = wav.index(b"data")
+    body = wav[:at] + chunk + wav[at:]
+    return body[:4] + (len(body) - 8).to_bytes(4, "little") + body[8:]
+
+
+def _libsndfile(data: bytes) -> tuple[np.ndarray, int]:
+    samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return samples.mean(axis=1, dtype=np.float32), rate
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _pcm_file(1, 16000),
+        _pcm_file(2, 44100),
+        _pcm_file(1, 8000, fmt="WAV"),
+        _pcm_file(2, 16000, fmt="WAVEX"),
+        _with_chunk_before_data(_pcm_file(1, 16000), b"LIST\x03\x00\x00\x00abc\x00"),  # odd: padded
+    ],
+    ids=["mono-16k", "stereo-44k", "mono-8k", "wavex-stereo", "list-chunk"],
+)
+def test_plain_pcm16_wav_decodes_exactly_as_libsndfile(data: bytes) -> None:
+    assert plain_pcm16_wav(data) is not None
+    samples, rate = decode_audio(data, max_seconds=30)
+    expected, expected_rate = _libsndfile(data)
+    assert rate == expected_rate
+    np.testing.assert_array_equal(samples, expected)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _pcm_file(1, 16000, subtype="PCM_24"),
+        _pcm_file(1, 16000, subtype="FLOAT"),
+        _pcm_file(1, 16000, subtype="PCM_U8"),
+        _pcm_file(1, 16000, subtype="PCM_16", fmt="FLAC"),
+        _pcm_file(1, 16000)[:-100],  # the data chunk declares more than the file holds
+        _pcm_file(1, 16000)[:-1],  # and half a frame
+        b"RIFF\x00\x00\x00\x00WAVE" + b"\x00" * 40,
+    ],
+    ids=["pcm24", "float", "pcm-u8", "flac", "short-data", "half-frame", "no-chunks"],
+)
+def test_other_audio_is_left_to_libsndfile(data: bytes) -> None:
+    assert plain_pcm16_wav(data) is None
