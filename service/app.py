@@ -8,6 +8,7 @@ held in module globals. ``app_from_env()`` is the factory uvicorn's worker proce
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -57,9 +58,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     repository = ModelRepository(settings, app.state.cpu, app.state.metrics)
     await repository.load()
     app.state.repository = repository
+    # Everything loaded so far lives as long as the process: out of the cyclic collector's
+    # sight, a full collection takes 0 ms instead of 50-60 ms (100,000 objects: tokenizers,
+    # ONNX Runtime, pydantic schemas), during which both threads wait for the GIL. Full
+    # collections are rare under steady load (no change in the benchmark's p99 was
+    # measurable), so this guards the tail after bursts rather than lifting throughput.
+    gc.collect()
+    gc.freeze()
     try:
         yield
     finally:
+        gc.unfreeze()
         await repository.close()
         app.state.cpu.close()
         Metrics.process_exiting()
