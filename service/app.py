@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -53,7 +52,6 @@ def limit_blas_threads() -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     limit_blas_threads()
-    sys.setswitchinterval(settings.runtime.gil_switch_interval_ms / 1000.0)
     app.state.cpu = CpuRunner(settings.runtime.feature_threads)
     repository = ModelRepository(settings, app.state.cpu, app.state.metrics)
     await repository.load()

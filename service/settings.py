@@ -46,12 +46,6 @@ class Runtime(BaseModel):
     )
     intra_op_threads: int = Field(default=1, ge=0, description="0 lets ONNX Runtime decide.")
     inter_op_threads: int = Field(default=1, ge=0)
-    # Python's default is 5 ms: a batch thread running Python could then keep the event loop
-    # from parsing new requests and sending answers for up to 5 ms at a time. Measured at c32
-    # (4 alternating pairs of runs): 1 ms served 9-20 % more requests per second than 5 ms.
-    gil_switch_interval_ms: float = Field(
-        default=1.0, gt=0, description="sys.setswitchinterval for each worker process."
-    )
     # One per worker: with one worker per core, a second thread only contends for the GIL.
     feature_threads: int = Field(
         default=1,

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
-from service.app import create_app
 from service.cli import build_parser, export_flags
 from service.settings import Settings
 from tests.service import media
-from tests.service.conftest import DEFAULT_MODEL, make_settings
+from tests.service.conftest import DEFAULT_MODEL
 
 
 def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,14 +37,3 @@ def test_served_over_tcp(server: str) -> None:
 def test_bench_slot_exists() -> None:
     args, rest = build_parser().parse_known_args(["bench", "--json"])
     assert args.command == "bench" and rest == ["--json"]
-
-
-def test_the_app_sets_the_gil_switch_interval(model_root: Path) -> None:
-    before = sys.getswitchinterval()
-    try:
-        runtime = {"providers": ["CPUExecutionProvider"], "gil_switch_interval_ms": 2.5}
-        settings = make_settings(model_root, runtime=runtime)
-        with TestClient(create_app(settings)):
-            assert sys.getswitchinterval() == pytest.approx(0.0025)
-    finally:
-        sys.setswitchinterval(before)
