@@ -2,9 +2,9 @@
 
 Decoding and feature extraction run on a small pool of threads, one per app, sized by
 ``runtime.feature_threads``, so a burst of uploads cannot start more threads than there are
-cores to run them (they would only contend for the GIL and the caches). Most of the heavy work
-(Pillow decoding, libsndfile, soxr, numpy's FFT, tokenizers) releases the GIL. Each batcher
-runs ONNX Runtime on a pool of one.
+cores to run them (they would only contend for the GIL and the caches); the app's pool loads
+and warms models and decodes V2 bodies. Each batcher runs its batches (decode, features,
+inference) on a runner of its own (:mod:`service.runtime.batching`).
 
 The hand-off is as lean as a thread hand-off gets, because the event loop pays it on every
 request and the loop's time is what limits a worker under load: a job goes on a C
