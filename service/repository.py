@@ -273,9 +273,11 @@ class ModelRepository:
             raise ModelNotReady("models are still loading")
         if versions:
             have = ", ".join(self.versions(name))
-            raise ModelNotFound(f"model {name!r} has no version {version!r}; it has {have}")
+            raise ModelNotFound(
+                f"model {name!r} has no version {version!r}; it has {have}", field="version"
+            )
         known = ", ".join(self.names()) or "none"
-        raise ModelNotFound(f"no model named {name!r}; the models are: {known}")
+        raise ModelNotFound(f"no model named {name!r}; the models are: {known}", field="model")
 
     def get_default(self, version: str | None = None) -> LoadedModel:
         name = self.default_name

@@ -47,7 +47,10 @@ def test_fast_path_errors_match_the_routes(client: TestClient) -> None:
     first, second = unknown.json()["error"], routed.json()["error"]
     assert first["request_id"] == unknown.headers["X-Request-ID"]
     first.pop("request_id"), second.pop("request_id")
-    assert first == second
+    assert first == second and first["field"] == "model"
+    wrong_version = client.post("/v1/predict?version=99", files=multipart(UPLOADS))
+    assert wrong_version.status_code == 404
+    assert wrong_version.json()["error"]["field"] == "version"
 
 
 def test_fast_path_answers_are_counted_by_route(client: TestClient) -> None:
