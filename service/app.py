@@ -38,7 +38,7 @@ answers `{"error": {"code", "message", "field", "request_id"}}`.
 def limit_blas_threads() -> None:
     """One BLAS/OpenMP thread unless the user chose otherwise (numpy may be imported already).
 
-    Each worker already runs its feature threads on the cores; BLAS pools on top oversubscribe
+    Each worker already runs its batch threads on the cores; BLAS pools on top oversubscribe
     them (measured: OpenBLAS's default threads made the 40x257 mel product 8 ms, not 0.05 ms).
     """
     if any(name in os.environ for name in BLAS_THREAD_VARIABLES):

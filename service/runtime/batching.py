@@ -138,7 +138,7 @@ class Batcher:
 
     @property
     def pending(self) -> int:
-        """Requests admitted and not yet taken into a batch (extracting or queued)."""
+        """Requests admitted and not yet taken into a batch (bodies being read, or queued)."""
         return self._incoming + len(self._queue)
 
     def _check_open(self) -> None:

@@ -52,7 +52,7 @@ def session_options(intra_op_threads: int, inter_op_threads: int) -> ort.Session
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Spinning threads burn the core the feature threads need between batches.
+    # Spinning threads burn the core the event loop and the batch threads need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options

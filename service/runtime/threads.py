@@ -12,8 +12,8 @@ request and the loop's time is what limits a worker under load: a job goes on a 
 future. Profiles at 32 concurrent clients put anyio's ``to_thread`` at 7-18% of the loop's GIL
 time and ``run_in_executor`` (a ``concurrent.futures.Future`` with its condition variable,
 chained to an asyncio future, plus the executor's bookkeeping) at about 10%. Jobs beyond the
-threads wait in the queue, which admission control (``Batcher.arriving``) keeps bounded; a
-job whose caller was cancelled before a thread took it is skipped.
+threads wait in the queue (a batcher hands over one job per batch, so its queue stays short);
+a job whose caller was cancelled before a thread took it is skipped.
 """
 
 from __future__ import annotations
