@@ -21,6 +21,7 @@ and its errors are rendered by the app's own exception handlers.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Final
 
 from starlette.requests import Request
@@ -28,13 +29,19 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import exception_handlers
-from service.deps import MODEL_NAME_PATTERN, TOP_K_DEFAULT, TOP_K_MAX, VERSION_PATTERN, UploadCall
-from service.errors import ModelNotReady, ServiceError
-from service.inference import admitted
-from service.middleware import arrival, request_id
-from service.repository import ModelRepository
+from service.deps import (
+    MODEL_NAME_PATTERN,
+    TOP_K_DEFAULT,
+    TOP_K_MAX,
+    VERSION_PATTERN,
+    get_default_model,
+    get_model,
+    get_repository,
+    get_upload_call,
+    get_uploads,
+)
+from service.errors import ServiceError
 from service.routes.predict import answer_predict
-from service.uploads import read_uploads
 
 _MODEL_PREDICT: Final = re.compile(r"/v1/models/([^/]+)/predict")
 _MODEL_NAME: Final = re.compile(MODEL_NAME_PATTERN)
@@ -42,14 +49,12 @@ _VERSION: Final = re.compile(VERSION_PATTERN)
 _TOP_K: Final = re.compile(r"[1-9][0-9]{0,3}")
 
 
+@dataclass(frozen=True, slots=True)
 class Query:
     """``top_k`` and ``version`` when the query string is plain enough to need no FastAPI."""
 
-    __slots__ = ("top_k", "version")
-
-    def __init__(self, top_k: int, version: str | None) -> None:
-        self.top_k = top_k
-        self.version = version
+    top_k: int
+    version: str | None
 
 
 def plain_query(query_string: bytes) -> Query | None:
@@ -115,22 +120,12 @@ class PredictFastPath:
 
     @staticmethod
     async def _predict(request: Request, name: str | None, query: Query) -> Response:
-        state = request.app.state
-        repository: ModelRepository | None = state.repository
-        if repository is None:
-            raise ModelNotReady("the service is starting")
+        # The routes' own dependency functions, called directly instead of through FastAPI.
+        repository = await get_repository(request)
         if name is None:
-            model = repository.get_default(query.version)
+            model = await get_default_model(request, repository, query.version)
         else:
-            model = repository.get(name, query.version)
-        request.state.model = model.name  # for the metrics' model label
-        async with admitted(model, state.metrics):  # a batch may wait for this body
-            uploads = await read_uploads(request, state.settings.limits)
-        call = UploadCall(
-            request_id(request) or "",
-            state.settings,
-            state.metrics,
-            arrival(request),
-            request.receive,
-        )
-        return await answer_predict(model, uploads, call, query.top_k)
+            model = await get_model(request, repository, name, query.version)
+        async with model.batcher.arriving():  # admitted (429 if full); a batch may wait for it
+            uploads = await get_uploads(request)
+        return await answer_predict(model, uploads, await get_upload_call(request), query.top_k)

@@ -8,17 +8,15 @@ decoding, feature extraction and inference run on the batcher's threads
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from starlette.types import Receive
 
 from service.disconnect import cancel_on_disconnect
-from service.errors import Overloaded, RequestTimeout
 from service.manifest import Modality
 from service.metrics import Metrics
 from service.repository import LoadedModel
@@ -34,21 +32,6 @@ class Inference:
     outputs: dict[str, np.ndarray]
     batch_size: int
     timings: Timings
-
-
-@contextlib.asynccontextmanager
-async def admitted(model: LoadedModel, metrics: Metrics) -> AsyncIterator[None]:
-    """Admit a request to ``model`` while its inputs are read (429 when the model is full).
-
-    Announced requests let a batch wait (up to the model's ``max_wait_ms``) for them.
-    """
-    async with contextlib.AsyncExitStack() as stack:
-        try:
-            await stack.enter_async_context(model.batcher.arriving())
-        except Overloaded as exc:
-            metrics.rejected.labels(model.name, exc.code).inc()
-            raise
-        yield
 
 
 async def infer(
@@ -80,11 +63,7 @@ async def _infer(
     started: float,
 ) -> Inference:
     job = functools.partial(extract_row, model, uploads, settings.limits)
-    try:
-        result = await model.batcher.submit_job(job, timeout_s=settings.batching.request_timeout_s)
-    except (Overloaded, RequestTimeout) as exc:
-        metrics.rejected.labels(model.name, exc.code).inc()
-        raise
+    result = await model.batcher.submit_job(job, timeout_s=settings.batching.request_timeout_s)
     metrics.observe_features(model.name, {str(m): ms for m, ms in result.feature_ms.items()})
     metrics.observe_queue_wait(model.name, result.queue_ms)
     timings = Timings(

@@ -129,6 +129,8 @@ class ModelObserver:
         self._depth = metrics.queue_depth.labels(model)
         self._batch_size = metrics.batch_size.labels(model)
         self._inference = metrics.inference_seconds.labels(model)
+        self._rejected = metrics.rejected
+        self._model = model
 
     def queue_changed(self, depth: int) -> None:
         self._depth.set(depth)
@@ -136,6 +138,9 @@ class ModelObserver:
     def batch_done(self, size: int, inference_s: float) -> None:
         self._batch_size.observe(size)
         self._inference.observe(inference_s)
+
+    def rejected(self, reason: str) -> None:
+        self._rejected.labels(self._model, reason).inc()
 
 
 class MetricsMiddleware:

@@ -61,6 +61,8 @@ class BatchObserver(Protocol):
 
     def batch_done(self, size: int, inference_s: float) -> None: ...
 
+    def rejected(self, reason: str) -> None: ...
+
 
 # A request's CPU work before inference, run on the batch's thread: decode and extract
 # features (raising a ServiceError for bad input), or hand over a ready row.
@@ -145,12 +147,20 @@ class Batcher:
         if self._closing or self._task is None:
             raise ModelNotReady(f"model {self.manifest.name!r} is not accepting requests")
 
+    def _refused(self, error: Overloaded | RequestTimeout) -> Overloaded | RequestTimeout:
+        """Report a refusal (429 or 504) to the observer; returns ``error`` to raise or set."""
+        if self._observer is not None:
+            self._observer.rejected(error.code)
+        return error
+
     def _admit(self) -> None:
         self._check_open()
         if self.pending >= self.max_queue:
-            raise Overloaded(
-                f"model {self.manifest.name!r} has {self.pending} requests pending "
-                f"(limit {self.max_queue}); retry shortly"
+            raise self._refused(
+                Overloaded(
+                    f"model {self.manifest.name!r} has {self.pending} requests pending "
+                    f"(limit {self.max_queue}); retry shortly"
+                )
             )
 
     @contextlib.asynccontextmanager
@@ -177,9 +187,11 @@ class Batcher:
         self._check_open()
         # Requests admitted through arriving() are already counted; this bounds direct callers.
         if len(self._queue) >= self.max_queue:
-            raise Overloaded(
-                f"model {self.manifest.name!r} has {len(self._queue)} requests queued "
-                f"(limit {self.max_queue}); retry shortly"
+            raise self._refused(
+                Overloaded(
+                    f"model {self.manifest.name!r} has {len(self._queue)} requests queued "
+                    f"(limit {self.max_queue}); retry shortly"
+                )
             )
         loop = asyncio.get_running_loop()
         pending = _Pending(job, loop.create_future())
@@ -190,7 +202,7 @@ class Batcher:
         # A timer that fails the future, rather than wait_for(shield(...)): that wrapped every
         # request in two more futures and a task. Awaiting the future itself also means a
         # cancelled caller (its client went away) cancels it, so its row is skipped.
-        timer = loop.call_later(timeout_s, _expire, pending.future, timeout_s)
+        timer = loop.call_later(timeout_s, self._expire, pending.future, timeout_s)
         try:
             return await pending.future
         finally:
@@ -296,6 +308,10 @@ class Batcher:
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
         return batch
 
+    def _expire(self, future: asyncio.Future[RowResult], timeout_s: float) -> None:
+        if not future.done():
+            future.set_exception(self._refused(RequestTimeout(f"no answer within {timeout_s:g} s")))
+
     def _infer(self, rows: list[FeatureRow]) -> list[Outputs | ServiceError]:
         """Runs on a batch thread. A failed batch is retried row by row."""
         try:
@@ -305,11 +321,6 @@ class Batcher:
             if len(rows) == 1:
                 return [_as_service_error(exc)]
         return [self._infer(rows[i : i + 1])[0] for i in range(len(rows))]
-
-
-def _expire(future: asyncio.Future[RowResult], timeout_s: float) -> None:
-    if not future.done():
-        future.set_exception(RequestTimeout(f"no answer within {timeout_s:g} s"))
 
 
 def _as_service_error(exc: Exception) -> ServiceError:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Sequence
 
 import numpy as np
 
-from service.errors import Overloaded, RequestTimeout, ServiceError
+from service.errors import Overloaded, ServiceError
 from service.inference import infer
 from service.metrics import Metrics
 from service.repository import LoadedModel
@@ -58,11 +58,7 @@ async def _features(
     model: LoadedModel, row: FeatureRow, settings: Settings, metrics: Metrics
 ) -> RowOutputs:
     """As :func:`service.inference.infer` after its feature extraction, metrics included."""
-    try:
-        result = await model.batcher.submit(row, timeout_s=settings.batching.request_timeout_s)
-    except (Overloaded, RequestTimeout) as exc:
-        metrics.rejected.labels(model.name, exc.code).inc()
-        raise
+    result = await model.batcher.submit(row, timeout_s=settings.batching.request_timeout_s)
     metrics.observe_queue_wait(model.name, result.queue_ms)
     return result.outputs
 

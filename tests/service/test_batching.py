@@ -149,6 +149,9 @@ class _Counting:
     def batch_done(self, size: int, inference_s: float) -> None:
         self.batches.append(size)
 
+    def rejected(self, reason: str) -> None:
+        pass
+
 
 def test_a_cancelled_request_costs_no_features_or_inference(model_folder: Path) -> None:
     manifest = load_manifest(model_folder)
