@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from service.settings import Settings
 
 STARTUP_FAILURE = 3  # as uvicorn exits when the app cannot start
+USAGE_ERROR = 2  # as argparse exits for a bad flag
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # flag -> environment variable read by Settings
 _SERVE_FLAGS = {
@@ -33,6 +34,7 @@ _SERVE_FLAGS = {
     "port": "MMSERVE_PORT",
     "workers": "MMSERVE_WORKERS",
     "model_dir": "MMSERVE_MODEL_DIR",
+    "allow_empty": "MMSERVE_ALLOW_EMPTY_MODEL_DIR",
     "default_model": "MMSERVE_DEFAULT_MODEL",
     "providers": "MMSERVE_RUNTIME__PROVIDERS",
     "log_level": "MMSERVE_LOG_LEVEL",
@@ -47,7 +49,17 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default: one per core)")
-    serve.add_argument("--model-dir", help="folder of <name>/<version>/ models")
+    serve.add_argument(
+        "--model-dir",
+        help="folder of <name>/<version>/manifest.json models (default: onnx_models/ of the "
+        "repository); serve exits with an error if it holds none",
+    )
+    serve.add_argument(
+        "--allow-empty",
+        action="store_true",
+        default=None,
+        help="start even if the model folder exists but holds no model yet",
+    )
     serve.add_argument("--default-model", help="model answering /v1/predict")
     serve.add_argument(
         "--providers",
@@ -55,8 +67,17 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "or 'auto'",
     )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--max-batch-size", type=int, help="override every manifest's")
-    serve.add_argument("--max-wait-ms", type=float, help="override every manifest's")
+    serve.add_argument(
+        "--max-batch-size",
+        type=int,
+        help="largest batch for every model, overriding the max_batch_size in each manifest",
+    )
+    serve.add_argument(
+        "--max-wait-ms",
+        type=float,
+        help="longest wait for a batch to fill for every model, overriding the max_wait_ms in "
+        "each manifest",
+    )
     serve.add_argument(
         "--feature-threads", type=int, help="batch threads (decode, features, inference) per model"
     )
@@ -89,6 +110,9 @@ def serve(args: argparse.Namespace) -> int:
     from service.workers import Supervisor, reuseport_supported
 
     settings = Settings()  # validates the flags and environment before any worker starts
+    if (problem := model_dir_problem(settings)) is not None:
+        print(f"mmserve serve: error: {problem}", file=sys.stderr)
+        return USAGE_ERROR
     if settings.workers == 1:
         return serve_draining(settings)
     # Each worker writes its metrics here; /metrics in any worker merges them all.
@@ -112,6 +136,17 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=round(settings.drain_timeout_s + settings.shutdown_grace_s),
     )
     return 0
+
+
+def model_dir_problem(settings: Settings) -> str | None:
+    """Why the model folder cannot serve, or None; checked before any worker starts."""
+    from service.model_dir import ModelDirError, check_model_dir
+
+    try:
+        check_model_dir(settings.model_dir, allow_empty=settings.allow_empty_model_dir)
+    except ModelDirError as exc:
+        return str(exc)
+    return None
 
 
 def serve_draining(settings: Settings) -> int:

@@ -13,6 +13,7 @@ from http import HTTPStatus
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -20,6 +21,7 @@ from starlette.responses import JSONResponse
 from service.errors import ServiceError
 from service.middleware import request_id
 from service.schemas import ErrorDetail, ErrorResponse
+from service.uploads import OPENAPI_REQUEST_BODY, wrong_method_message
 
 log = logging.getLogger(__name__)
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
@@ -61,7 +63,18 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail or HTTPStatus(exc.status_code).phrase
+    if exc.status_code == 405:
+        message = _method_message(request, exc)
     return error_response(request, exc.status_code, code, message, headers=exc.headers)
+
+
+def _method_message(request: Request, exc: HTTPException) -> str:
+    # Starlette's 405 carries the allowed methods; FastAPI puts the matched route in the scope.
+    route = request.scope.get("route")
+    if isinstance(route, APIRoute) and route.openapi_extra is OPENAPI_REQUEST_BODY:
+        return wrong_method_message(request.method, str(request.url.replace(query="")))
+    allowed = (exc.headers or {}).get("Allow", "another method")
+    return f"{request.method} is not allowed on {request.url.path}; use {allowed}"
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -37,6 +37,7 @@ from service.manifest import (
     load_manifest,
 )
 from service.metrics import Metrics
+from service.model_dir import scan
 from service.runtime.batching import Batcher
 from service.runtime.extract import extract_row
 from service.runtime.session import ModelSession, resolve_providers
@@ -149,19 +150,6 @@ def warm_features(model: LoadedModel, limits: Limits) -> float:
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text if len(text) <= 2000 else text[:2000] + "..."
-
-
-def scan(model_dir: Path) -> list[Path]:
-    """Every ``<name>/<version>`` folder, hidden ones skipped."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(
-        version
-        for name in model_dir.iterdir()
-        if name.is_dir() and not name.name.startswith(".")
-        for version in name.iterdir()
-        if version.is_dir() and not version.name.startswith(".")
-    )
 
 
 class ModelRepository:

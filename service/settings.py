@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
     model_dir: Path = REPO_ROOT / "onnx_models"
+    allow_empty_model_dir: bool = Field(
+        default=False,
+        description="Start even when model_dir holds no <name>/<version>/manifest.json yet.",
+    )
     default_model: str | None = Field(
         default=None, description="Model served by /v1/predict; default: the first by name."
     )

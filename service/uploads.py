@@ -9,7 +9,10 @@ directly, chunk by chunk as it arrives:
   body as soon as it passes ``limits.max_body_bytes`` (at once when Content-Length says so);
 - ``text`` must be UTF-8 and at most ``limits.max_text_chars`` characters;
 - as in HTML forms, a part with no bytes and no file name (an input left empty) counts as not
-  sent, while a named file with no bytes is refused as empty.
+  sent, while a named file with no bytes is refused as empty; when nothing else was sent the
+  error names the empty field (``curl -F text=``) rather than asking for fields;
+- ``image`` and ``audio`` sent as a typed value instead of a file (``curl -F image=digit.png``,
+  no ``@``: curl sends the file *name* as text) are refused with the ``@`` spelled out.
 
 Nothing is read from the server's file system: uploads are bytes, whatever their file names.
 """
@@ -179,6 +182,13 @@ def _decode_text(part: _Part, limits: Limits) -> str:
     return text
 
 
+_SEND_HINT: Final = "send text, an image or a sound, e.g. curl -F text=seven -F image=@digit.png"
+# Every image and audio format the service reads starts with bytes that are not printable text
+# (PNG \x89, JPEG \xff, RIFF and FLAC sizes with NULs...), so printable text is never a file.
+_TYPED_VALUE_MAX_CHARS: Final = 1024
+_EXAMPLE_FILES: Final[dict[Modality, str]] = {"image": "digit.png", "audio": "seven.wav"}
+
+
 def _finish(parts: dict[Modality, _Part], limits: Limits) -> Uploads:
     uploads: Uploads = {}
     for name, part in parts.items():
@@ -186,10 +196,51 @@ def _finish(parts: dict[Modality, _Part], limits: Limits) -> Uploads:
             if part.filename:
                 raise InvalidInput(f"{name} file {part.filename[:64]!r} is empty", field=name)
             continue  # an HTML form's empty input: not sent
-        uploads[name] = _decode_text(part, limits) if name == "text" else bytes(part.data)
+        if name == "text":
+            uploads[name] = _decode_text(part, limits)
+        else:
+            uploads[name] = _file_data(name, part)
     if not uploads:
-        raise InvalidInput("send at least one of the fields text, image or audio")
+        if parts:  # only empty fields: say which, not that none was sent
+            name = next(iter(parts))
+            raise InvalidInput(f"the {name} field is empty; {_SEND_HINT}", field=name)
+        raise InvalidInput(f"no fields were sent; {_SEND_HINT}")
     return uploads
+
+
+def not_a_file_message(name: Modality, value: str | None = None) -> str:
+    """The error for ``curl -F image=digit.png``: the file's name was sent instead of the file."""
+    example = _EXAMPLE_FILES.get(name, "file")
+    if value is None:
+        return f"{name} must be a file upload in a multipart/form-data body; {_curl(name, example)}"
+    if value and len(value) <= 64 and not any(c.isspace() for c in value):
+        example = value
+    return f"{name} must be a file upload, not the text {value[:64]!r}; {_curl(name, example)}"
+
+
+def wrong_method_message(method: str, url: str) -> str:
+    """The 405 for ``GET /v1/predict``: how to send inputs to an upload route instead."""
+    return (
+        f"{method} is not allowed here: POST a multipart/form-data body with any of the fields "
+        f"text, image and audio, e.g. curl -F text=seven -F image=@digit.png {url} "
+        "(or try it in a browser at /docs)"
+    )
+
+
+def _curl(name: str, file: str) -> str:
+    return f"with curl use -F {name}=@{file}"
+
+
+def _file_data(name: Modality, part: _Part) -> bytes:
+    data = bytes(part.data)
+    if part.filename is None and len(data) <= _TYPED_VALUE_MAX_CHARS:
+        try:
+            value = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data
+        if value.isprintable():
+            raise InvalidInput(not_a_file_message(name, value), field=name)
+    return data
 
 
 async def _read_urlencoded(request: Request, limits: Limits) -> Uploads:
@@ -206,8 +257,8 @@ async def _read_urlencoded(request: Request, limits: Limits) -> Uploads:
         name = raw_name.encode("latin-1").decode("utf-8", "replace")
         value = raw_value.encode("latin-1")
         collector.begin(name, None)
-        if name != "text":
-            raise InvalidInput(f"{name} must be uploaded as a multipart file", field=name)
+        if name != "text":  # curl -d image=digit.png: a file needs multipart
+            raise InvalidInput(not_a_file_message(name), field=name)
         collector.on_part_data(value, 0, len(value))
     return _finish(collector.parts, limits)
 

@@ -27,7 +27,8 @@ def _corrupt_wav() -> bytes:
 
 CASES: dict[str, tuple[list[tuple[str, tuple[str | None, bytes]]], int, str | None]] = {
     # name: (multipart files, expected status, field named)
-    "no modality": ([("text", (None, b""))], 422, None),
+    "empty text only": ([("text", (None, b""))], 422, "text"),
+    "file name as image": ([("image", (None, b"digit.png"))], 422, "image"),
     "unknown field": ([("text", (None, b"seven")), ("video", ("v.mp4", b"xx"))], 422, "video"),
     "field twice": ([("text", (None, b"seven")), ("text", (None, b"one"))], 422, "text"),
     "text bytes not utf-8": ([("text", (None, b"\xff\xfe\xfa"))], 422, "text"),

@@ -9,7 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.repository import scan, version_key
+from service.model_dir import scan
+from service.repository import version_key
 from tests.service import media
 from tests.service.conftest import DEFAULT_MODEL, make_settings, multipart
 from tests.service.tiny_model import build_tiny_model, copy_model
