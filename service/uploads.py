@@ -186,7 +186,7 @@ _SEND_HINT: Final = "send text, an image or a sound, e.g. curl -F text=seven -F 
 # Every image and audio format the service reads starts with bytes that are not printable text
 # (PNG \x89, JPEG \xff, RIFF and FLAC sizes with NULs...), so printable text is never a file.
 _TYPED_VALUE_MAX_CHARS: Final = 1024
-_EXAMPLE_FILES: Final[dict[Modality, str]] = {"image": "digit.png", "audio": "seven.wav"}
+_EXAMPLE_FILES: Final[dict[str, str]] = {"image": "digit.png", "audio": "seven.wav"}
 
 
 def _finish(parts: dict[Modality, _Part], limits: Limits) -> Uploads:
@@ -208,7 +208,7 @@ def _finish(parts: dict[Modality, _Part], limits: Limits) -> Uploads:
     return uploads
 
 
-def not_a_file_message(name: Modality, value: str | None = None) -> str:
+def not_a_file_message(name: str, value: str | None = None) -> str:
     """The error for ``curl -F image=digit.png``: the file's name was sent instead of the file."""
     example = _EXAMPLE_FILES.get(name, "file")
     if value is None:
