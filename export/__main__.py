@@ -168,7 +168,7 @@ def cmd_byom(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m export",
-        description=__doc__,
+        description=__doc__.replace("``", ""),  # help is plain text, not reStructuredText
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True)

@@ -84,7 +84,9 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmserve", description=__doc__.split("\n\n")[0])
+    # The docstring's first paragraph, without its reStructuredText quoting (``serve``).
+    description = __doc__.split("\n\n")[0].replace("``", "")
+    parser = argparse.ArgumentParser(prog="mmserve", description=description)
     subparsers = parser.add_subparsers(dest="command", required=True)
     _serve_parser(subparsers)
     # The benchmark parses its own options (everything after ``bench``).
