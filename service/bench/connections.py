@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 from service.bench.memory import parent_of, process_tree
@@ -42,24 +43,58 @@ def _tcp_sockets(port: int) -> dict[int, str]:
     return sockets
 
 
-def connections_by_worker(root_pid: int, port: int) -> dict[int, int]:
-    """Worker pid -> established connections it holds on ``port``.
+def listening_workers(root_pid: int, port: int) -> list[int]:
+    """The processes of the tree that accept connections on ``port``.
 
-    Workers are the processes of the tree that listen on ``port``; a supervisor that listens but
-    leaves accepting to its workers (uvicorn's and gunicorn's masters) is left out.
+    Those that listen, less a supervisor that listens but leaves accepting to its workers
+    (uvicorn's and gunicorn's masters).
     """
     sockets = _tcp_sockets(port)
-    counts: dict[int, int] = {}
-    for pid in process_tree(root_pid):
-        states = [sockets[i] for i in _socket_inodes(pid) if i in sockets]
-        if _LISTEN in states:
-            counts[pid] = states.count(_ESTABLISHED)
-    for parent in {parent_of(pid) for pid in counts}:
-        if parent is not None:
-            counts.pop(parent, None)
-    return counts
+    listening = [
+        pid
+        for pid in process_tree(root_pid)
+        if any(sockets.get(inode) == _LISTEN for inode in _socket_inodes(pid))
+    ]
+    parents = {parent_of(pid) for pid in listening}
+    return [pid for pid in listening if pid not in parents]
 
 
-def connections_per_worker(root_pid: int, port: int) -> list[int]:
+def _established_by(workers: list[int], port: int) -> dict[int, int]:
+    # Connections of a server that closes each one after its answer (gunicorn's sync workers)
+    # live a few milliseconds: the table is read on both sides of the workers' file
+    # descriptors, so one opened or closed in between is still matched. (Reading the table,
+    # then walking /proc for the process tree, missed every one of them: 0/0.)
+    before = _tcp_sockets(port)
+    held = {pid: _socket_inodes(pid) for pid in workers}
+    after = _tcp_sockets(port)
+    established = {
+        inode
+        for table in (before, after)
+        for inode, state in table.items()
+        if state == _ESTABLISHED
+    }
+    return {pid: len(inodes & established) for pid, inodes in held.items()}
+
+
+def connections_by_worker(
+    root_pid: int, port: int, *, samples: int = 1, interval_s: float = 0.02
+) -> dict[int, int]:
+    """Worker pid -> established connections it holds on ``port``, the most seen in ``samples``.
+
+    One sample is enough for keep-alive clients, whose connections stay put; several show
+    which workers take part when each connection lasts only one request.
+    """
+    workers = listening_workers(root_pid, port)
+    most = dict.fromkeys(workers, 0)
+    for sample in range(samples):
+        if sample:
+            time.sleep(interval_s)
+        for pid, count in _established_by(workers, port).items():
+            most[pid] = max(most[pid], count)
+    return most
+
+
+def connections_per_worker(root_pid: int, port: int, *, samples: int = 1) -> list[int]:
     """Established connections per worker, largest first."""
-    return sorted(connections_by_worker(root_pid, port).values(), reverse=True)
+    counts = connections_by_worker(root_pid, port, samples=samples)
+    return sorted(counts.values(), reverse=True)

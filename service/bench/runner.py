@@ -38,6 +38,9 @@ from service.settings import REPO_ROOT
 
 PREDICT_PATH = "/v1/predict"
 BATCH_SIZE_ENV = "MMSERVE_BATCHING__MAX_BATCH_SIZE"
+# Connections are sampled this many times, 20 ms apart, keeping the most each worker held:
+# the baseline closes every connection after one answer (see service.bench.connections).
+CONNECTION_SAMPLES = 10
 # Thread pools every process under test starts with (see docs/benchmark.md).
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
@@ -169,7 +172,7 @@ def _load(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as hey:
         time.sleep(seconds / 2)
-        split = connections_per_worker(server.process.pid, server.port)
+        split = connections_per_worker(server.process.pid, server.port, samples=CONNECTION_SAMPLES)
         out, err = hey.communicate(timeout=_hey_timeout(seconds))
     if hey.returncode != 0:
         raise RuntimeError(f"hey failed ({hey.returncode}): {err.strip()[-2000:]}")

@@ -37,7 +37,8 @@ pytestmark = [
 def summary(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     done = subprocess.run(
-        [sys.executable, "-m", "service", "bench", "--quick", "--json", "--out", str(out)],
+        [sys.executable, "-m", "service", "bench", "--quick", "--no-fail", "--json", "--out",
+         str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=420, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]

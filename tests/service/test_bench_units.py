@@ -1,12 +1,26 @@
-"""The benchmark's parsers and arithmetic, on real captured inputs (no servers, no hey)."""
+"""The benchmark's parsers, arithmetic and verdict on real captured inputs (no service, no hey)."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
-from service.bench.load import parse_summary
+from service.bench.cli import TARGET_MISSED, add_arguments, exit_status
+from service.bench.connections import connections_per_worker
+from service.bench.load import LoadRun, parse_summary
 from service.bench.memory import growth_pct
+from service.bench.runner import CONNECTION_SAMPLES
 from service.bench.stacks import EVENT_LOOP_C, IDLE, classify
+from service.bench.targets import TOP_CONCURRENCY, evaluate
 from service.bench.uploads import Uploads, multipart_body
 
 HEY_SUMMARY = """
@@ -72,3 +86,98 @@ def test_multipart_body_carries_every_field() -> None:
     )
     for name in (b'name="text"', b'name="image"; filename=', b'name="audio"; filename='):
         assert name in body
+
+
+def _failing_summary() -> dict[str, Any]:
+    result = parse_summary(HEY_SUMMARY)  # 8 errors: the zero-errors target fails
+    runs = [
+        LoadRun("service", TOP_CONCURRENCY, True, result),
+        LoadRun("baseline", TOP_CONCURRENCY, False, result),
+        LoadRun("service", 1, True, result),
+    ]
+    checks = evaluate(
+        runs, ceiling_rps=300.0, inprocess_single_ms=3.0, rss_growth_pct=1.0, soak_errors=0
+    )
+    return {
+        "targets": {c.name: c.to_dict() for c in checks},
+        "targets_passed": all(c.passed for c in checks),
+    }
+
+
+def test_a_failed_target_makes_bench_exit_non_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    summary = _failing_summary()
+    assert not summary["targets"]["errors"]["passed"]
+    assert exit_status(summary, no_fail=False) == TARGET_MISSED == 1
+    assert "errors" in capsys.readouterr().err
+    assert exit_status(summary, no_fail=True) == 0
+    passed = {"targets": {}, "targets_passed": True}
+    assert exit_status(passed, no_fail=False) == 0
+
+
+def test_no_fail_is_a_bench_flag() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["--quick", "--no-fail"]).no_fail
+    assert not parser.parse_args(["--quick"]).no_fail
+
+
+# A server in its own process: it accepts on the port it prints, and either keeps every
+# connection (keep-alive, like uvicorn) or closes each after a few milliseconds (one answer,
+# like gunicorn's sync workers).
+_SERVER = """
+import socket, sys, time
+keep = sys.argv[1] == "keep"
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+held = []
+while True:
+    connection, _ = listener.accept()
+    if keep:
+        held.append(connection)
+    else:
+        time.sleep(0.005)
+        connection.close()
+"""
+
+
+@contextlib.contextmanager
+def _server(mode: str) -> Iterator[tuple[int, int]]:
+    command = [sys.executable, "-c", _SERVER, mode]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        try:
+            yield process.pid, int(process.stdout.readline())
+        finally:
+            process.kill()
+
+
+def test_keep_alive_connections_are_counted() -> None:
+    with _server("keep") as (pid, port):
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        try:
+            deadline = time.monotonic() + 10
+            while connections_per_worker(pid, port) != [3] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert connections_per_worker(pid, port) == [3]
+        finally:
+            for client in clients:
+                client.close()
+
+
+def test_connections_of_one_request_each_are_seen() -> None:
+    # The baseline's case: reported as 0/0 when the table was read before walking /proc.
+    with _server("close") as (pid, port):
+        stop = threading.Event()
+
+        def connect_again_and_again() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                    time.sleep(0.01)
+
+        client = threading.Thread(target=connect_again_and_again)
+        client.start()
+        try:
+            assert connections_per_worker(pid, port, samples=CONNECTION_SAMPLES) == [1]
+        finally:
+            stop.set()
+            client.join()
