@@ -380,10 +380,13 @@ OPENAPI_REQUEST_BODY: dict[str, Any] = {
                     "type": "object",
                     "title": "Uploads",
                     "properties": {
+                        # Swagger UI's try-it-out puts a field's example (else the word
+                        # "string") in the form as a real value and sends it; an empty example
+                        # leaves the box empty, and an empty text part counts as not sent.
                         "text": {
                             "type": "string",
-                            "description": "UTF-8 text.",
-                            "example": "seven",
+                            "description": "UTF-8 text, for example: seven",
+                            "examples": [""],
                         },
                         "image": {
                             "type": "string",

@@ -48,3 +48,23 @@ def test_upload_from_the_docs_page(browser_page, server: str, tmp_path: Path) ->
     body = json.loads(operation.locator(".live-responses-table .microlight").first.inner_text())
     assert body["modalities"] == ["image", "audio", "text"]
     assert set(body["tasks"]) >= {"digit"}
+
+
+def test_an_image_only_try_sends_only_the_image(browser_page, server: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # The text field used to be pre-filled with its example ("seven") and sent along.
+    image = tmp_path / "digit.png"
+    image.write_bytes(media.png(media.digit_image("7")))
+    page = browser_page
+    page.goto(f"{server}/docs")
+    operation = page.locator("#operations-inference-predict_default_v1_predict_post")
+    operation.locator(".opblock-summary").click()
+    text = operation.locator("input[placeholder=text]")
+    text.wait_for(timeout=15_000)
+    assert text.input_value() == ""
+    operation.locator("input[type=file]").nth(0).set_input_files(str(image))
+    operation.locator("button.execute").click()
+    status = operation.locator(".live-responses-table td.response-col_status:not(.col_header)")
+    status.wait_for(timeout=15_000)
+    assert status.inner_text().strip() == "200"
+    body = json.loads(operation.locator(".live-responses-table .microlight").first.inner_text())
+    assert body["modalities"] == ["image"]
