@@ -447,9 +447,19 @@ function showError(error, title = null) {
   for (const modality of MODALITIES) {
     $(`${modality}-card`).classList.toggle("has-error", error.field === modality);
   }
+  clearAnswer(); // an answer left on screen would read as the answer to what failed
   $("error").hidden = false;
   $("error").scrollIntoView({ block: "nearest" });
   document.body.dataset.error = error.code || "error";
+}
+
+/** Hide and empty the answer, so that no earlier answer can be taken for a current one. */
+function clearAnswer() {
+  $("result").hidden = true;
+  for (const id of ["result-summary", "tasks", "contributions", "timings", "raw-json"]) {
+    $(id).replaceChildren();
+  }
+  delete document.body.dataset.answer;
 }
 
 function clearError() {
@@ -511,6 +521,7 @@ function main() {
     setAudio(null);
     $("record-status").textContent = "";
     clearError();
+    clearAnswer();
   });
   loadModels();
 }

@@ -308,3 +308,46 @@ def test_an_overloaded_service_says_when_to_retry(
     details = page.text_content("#error-details") or ""
     assert "Retry after 7 s." in details and "0123456789abcdef" in details
     assert watched.unexpected_console_errors(429) == []
+
+
+def _answer_on_screen(watched: WatchedPage, digit_png: bytes) -> None:
+    page = watched.page
+    page.fill("#text", "seven")
+    page.set_input_files("#image", upload("seven.png", "image/png", digit_png))
+    watched.submit_and_wait()
+    assert watched.shown_answer()["modalities"]
+    assert page.is_visible("#result")
+
+
+def _no_answer_on_screen(page: Any) -> None:
+    assert page.is_hidden("#result")
+    assert page.text_content("#raw-json") == ""
+    assert page.locator("#tasks > *").count() == 0
+    assert page.evaluate("document.body.dataset.answer") is None
+
+
+def test_an_error_replaces_the_previous_answer(
+    open_page: Callable[[dict[str, int]], WatchedPage], digit_png: bytes
+) -> None:
+    watched = open_page(WIDE)
+    page = watched.page
+    _answer_on_screen(watched, digit_png)
+    page.fill("#text", "")
+    drop_file(page, "#image-drop", upload("notes.png", "image/png", b"plain text, no picture\n"))
+    page.click("#submit")
+    page.wait_for_function("document.body.dataset.error", timeout=TIMEOUT_MS)
+    assert page.is_visible("#error")
+    _no_answer_on_screen(page)
+    assert watched.unexpected_console_errors(415) == []
+
+
+def test_clear_inputs_clears_the_answer_too(
+    open_page: Callable[[dict[str, int]], WatchedPage], digit_png: bytes
+) -> None:
+    watched = open_page(WIDE)
+    page = watched.page
+    _answer_on_screen(watched, digit_png)
+    page.click("#clear-inputs")
+    _no_answer_on_screen(page)
+    assert page.input_value("#text") == "" and page.is_hidden("#error")
+    assert watched.unexpected_console_errors() == []
