@@ -72,7 +72,8 @@ def _method_message(request: Request, exc: HTTPException) -> str:
     # Starlette's 405 carries the allowed methods; FastAPI puts the matched route in the scope.
     route = request.scope.get("route")
     if isinstance(route, APIRoute) and route.openapi_extra is OPENAPI_REQUEST_BODY:
-        return wrong_method_message(request.method, str(request.url.replace(query="")))
+        url = str(request.url.replace(query=""))
+        return wrong_method_message(request.method, url, f"{request.base_url}docs")
     allowed = (exc.headers or {}).get("Allow", "another method")
     return f"{request.method} is not allowed on {request.url.path}; use {allowed}"
 

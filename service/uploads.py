@@ -218,12 +218,12 @@ def not_a_file_message(name: str, value: str | None = None) -> str:
     return f"{name} must be a file upload, not the text {value[:64]!r}; {_curl(name, example)}"
 
 
-def wrong_method_message(method: str, url: str) -> str:
+def wrong_method_message(method: str, url: str, docs_url: str) -> str:
     """The 405 for ``GET /v1/predict``: how to send inputs to an upload route instead."""
     return (
         f"{method} is not allowed here: POST a multipart/form-data body with any of the fields "
         f"text, image and audio, e.g. curl -F text=seven -F image=@digit.png {url} "
-        "(or try it in a browser at /docs)"
+        f"(or try it in a browser at {docs_url})"
     )
 
 

@@ -88,7 +88,7 @@ def test_get_on_an_upload_route_says_how_to_post(server: str, path: str) -> None
     assert error["code"] == "method_not_allowed"
     message = error["message"]
     assert "POST a multipart/form-data body" in message
-    assert "text, image and audio" in message and "/docs" in message
+    assert "text, image and audio" in message and f"{server}/docs" in message
     assert f"curl -F text=seven -F image=@digit.png {server}{path}" in message
 
 
