@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from export.config import FUSIONS, MODEL_NAMES, DataConfig, ModelConfig, TrainConfig
+from service.helptext import plain
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "evaluation.md"
@@ -168,7 +169,7 @@ def cmd_byom(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m export",
-        description=__doc__.replace("``", ""),  # help is plain text, not reStructuredText
+        description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True)

@@ -22,6 +22,8 @@ import tempfile
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING
 
+from service.helptext import plain
+
 if TYPE_CHECKING:
     from service.settings import Settings
 
@@ -84,8 +86,7 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # The docstring's first paragraph, without its reStructuredText quoting (``serve``).
-    description = __doc__.split("\n\n")[0].replace("``", "")
+    description = plain(__doc__.split("\n\n")[0])
     parser = argparse.ArgumentParser(prog="mmserve", description=description)
     subparsers = parser.add_subparsers(dest="command", required=True)
     _serve_parser(subparsers)

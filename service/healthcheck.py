@@ -15,6 +15,7 @@ import sys
 import urllib.error
 import urllib.request
 
+from service.helptext import plain
 from service.settings import Settings
 
 
@@ -38,7 +39,9 @@ async def load(settings: Settings) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.healthcheck", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m service.healthcheck", description=plain(__doc__)
+    )
     parser.add_argument("--load", action="store_true", help="load the models here, no server")
     args = parser.parse_args(argv)
     settings = Settings()

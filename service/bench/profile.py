@@ -25,6 +25,7 @@ from service.bench.runner import PREDICT_PATH, Options, log, service_spec
 from service.bench.servers import free_port, running
 from service.bench.stacks import WorkerProfile, load_raw
 from service.bench.uploads import make_uploads, multipart_body
+from service.helptext import plain
 
 _LEAD_IN_S = 1.5  # hey's connections settle before sampling starts
 
@@ -81,7 +82,9 @@ def profile(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.bench.profile", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m service.bench.profile", description=plain(__doc__)
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="sampling time")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")

@@ -32,6 +32,7 @@ from types import FrameType, TracebackType
 import httpx
 
 from service.deploy import nginx
+from service.helptext import plain
 from service.settings import REPO_ROOT, Settings
 
 NGINX = "nginx"
@@ -240,7 +241,9 @@ def _stop_on_signals() -> Iterator[list[int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.deploy.replicas", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m service.deploy.replicas", description=plain(__doc__)
+    )
     parser.add_argument("--replicas", type=int, default=2, help="serving processes (default 2)")
     parser.add_argument("--port", type=int, default=8080, help="nginx's port (default 8080)")
     args = parser.parse_args(argv)

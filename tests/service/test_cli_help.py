@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import pytest
 
+from service.helptext import plain
 from service.settings import REPO_ROOT
 
 EXPORT_COMMANDS = ["dataset", "train", "export", "build", "build-all", "evaluate", "docs", "byom"]
@@ -14,6 +16,9 @@ COMMANDS = [
     ["service"],
     ["service", "serve"],
     ["service", "bench"],
+    ["service.bench.profile"],
+    ["service.healthcheck"],
+    ["service.deploy.replicas"],
     ["export"],
     *(["export", command] for command in EXPORT_COMMANDS),
 ]
@@ -35,7 +40,8 @@ def _help(command: list[str]) -> str:
 def test_help_has_no_rst_quoting(command: list[str]) -> None:
     text = _help(command)
     assert text.startswith("usage:")
-    assert "``" not in text and ":mod:" not in text
+    assert "``" not in text
+    assert not re.search(r":[a-z]+:`", text)  # :mod:`...`, :class:`...`
 
 
 def test_serve_help_says_what_the_batching_flags_override() -> None:
@@ -43,3 +49,8 @@ def test_serve_help_says_what_the_batching_flags_override() -> None:
     assert "override every manifest's" not in text
     assert "overriding the max_batch_size in each manifest" in text
     assert "--allow-empty" in text and "--model-dir" in text
+
+
+def test_plain_removes_literals_and_roles() -> None:
+    doc = "``serve`` uses :mod:`service.bench.stacks` and :class:`~service.settings.Settings`."
+    assert plain(doc) == "serve uses service.bench.stacks and Settings."
