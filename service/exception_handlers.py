@@ -69,7 +69,9 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _method_message(request: Request, exc: HTTPException) -> str:
-    # Starlette's 405 carries the allowed methods; FastAPI puts the matched route in the scope.
+    # Starlette's 405 carries the allowed methods; FastAPI puts the matched route in the scope
+    # (scope["route"], not a documented API: tests/service/test_error_messages.py fails on the
+    # message if it goes, and the answer falls back to naming the allowed method).
     route = request.scope.get("route")
     if isinstance(route, APIRoute) and route.openapi_extra is OPENAPI_REQUEST_BODY:
         url = str(request.url.replace(query=""))
