@@ -12,7 +12,8 @@ Bounded before and while decoding, whatever the header says:
 - layout (channels, sample rate) and length from the header, then on every decoded frame;
   decoding stops as soon as the decoded samples pass ``max_audio_seconds``;
 - the first audio stream only: other streams' packets (video) are discarded by the demuxer,
-  never decoded; a file without audio is a 422;
+  never decoded, and FFmpeg's stream probe is told to skip every frame; a file without audio
+  is a 422;
 - at most ``_PACKETS_PER_SECOND`` audio packets per second of the limit, so a stream of
   empty packets cannot spin the decoder for long;
 - codecs from a short list (the formats people record), not all of FFmpeg's;
@@ -56,6 +57,10 @@ _CODECS: Final = frozenset(
 _PACKETS_PER_SECOND: Final = 1000
 # A file whose decoded length falls short of its declared length by more than this is cut.
 _TRUNCATION_SLACK: Final = 0.05
+# Opening a file runs FFmpeg's stream probe, which decodes a few frames of every stream to
+# learn their parameters: for a 1080p H.264 video that was ~110 ms of video decoding per
+# request. skip_frame=all keeps the probe to the headers (~2 ms); one decoder thread each.
+_PROBE_OPTIONS: Final = {"skip_frame": "all", "threads": "1"}
 _INT_SCALES: Final = {
     np.dtype(np.uint8): 128.0,
     np.dtype(np.int16): 32768.0,
@@ -79,7 +84,7 @@ def decode_container(
     """Mono float32 samples and their rate from the first audio stream of ``data``."""
     demuxer, name = container
     try:
-        with av.open(io.BytesIO(data), format=demuxer) as opened:
+        with av.open(io.BytesIO(data), format=demuxer, options=_PROBE_OPTIONS) as opened:
             assert isinstance(opened, InputContainer)  # mode "r"
             return _decode(opened, name, bounds)
     except av.FFmpegError as exc:
