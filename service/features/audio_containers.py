@@ -5,7 +5,7 @@ which libsndfile does not read. PyAV's wheel carries FFmpeg's own decoders, so n
 needed from the system. The container is recognised from its bytes (an ``ftyp`` box; the
 EBML magic) and FFmpeg is told which demuxer to use, so it never probes for another one (its
 playlist and concat demuxers would follow references to other files). The bytes are read
-from memory; MOV external data references stay off (FFmpeg's ``enable_drefs`` default).
+from memory; MOV external data references stay off and no other file or URL may be opened.
 
 Bounded before and while decoding, whatever the header says:
 
@@ -61,6 +61,9 @@ _TRUNCATION_SLACK: Final = 0.05
 # learn their parameters: for a 1080p H.264 video that was ~110 ms of video decoding per
 # request. skip_frame=all keeps the probe to the headers (~2 ms); one decoder thread each.
 _PROBE_OPTIONS: Final = {"skip_frame": "all", "threads": "1"}
+# FFmpeg's defaults already, made explicit: a MOV's data references to other files are not
+# followed, and no nested open (file, http, ...) is allowed whatever a demuxer asks.
+_NO_OTHER_FILES: Final = {"enable_drefs": "0", "protocol_whitelist": "none"}
 _INT_SCALES: Final = {
     np.dtype(np.uint8): 128.0,
     np.dtype(np.int16): 32768.0,
@@ -84,7 +87,12 @@ def decode_container(
     """Mono float32 samples and their rate from the first audio stream of ``data``."""
     demuxer, name = container
     try:
-        with av.open(io.BytesIO(data), format=demuxer, options=_PROBE_OPTIONS) as opened:
+        with av.open(
+            io.BytesIO(data),
+            format=demuxer,
+            options=_PROBE_OPTIONS,
+            container_options=_NO_OTHER_FILES,
+        ) as opened:
             assert isinstance(opened, InputContainer)  # mode "r"
             return _decode(opened, name, bounds)
     except av.FFmpegError as exc:
