@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from fractions import Fraction
 from typing import Final
 
@@ -37,6 +38,7 @@ from av.container import InputContainer
 
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.features.audio_limits import FIELD, AudioBounds
+from service.settings import MAX_AUDIO_CHANNELS
 
 # PyAV's default, set here because the service depends on it: FFmpeg logs a line per bad
 # frame, which would let any client flood the server's stderr. Errors still raise.
@@ -86,6 +88,8 @@ def decode_container(
 ) -> tuple[np.ndarray, int]:
     """Mono float32 samples and their rate from the first audio stream of ``data``."""
     demuxer, name = container
+    # Never more planes than PyAV converts safely (see MAX_AUDIO_CHANNELS), whoever calls.
+    bounds = replace(bounds, max_channels=min(bounds.max_channels, MAX_AUDIO_CHANNELS))
     try:
         with av.open(
             io.BytesIO(data),
@@ -104,28 +108,30 @@ def decode_container(
 def _decode(container: InputContainer, name: str, bounds: AudioBounds) -> tuple[np.ndarray, int]:
     stream = _audio_stream(container, name)
     context = stream.codec_context
-    sample_rate = context.sample_rate
-    bounds.check_layout(context.channels, sample_rate)
+    bounds.check_layout(context.channels, context.sample_rate)
     declared = _declared_seconds(container, stream)
     if declared is not None:
         bounds.check_seconds(declared)
     context.thread_count = 1  # audio decoders barely thread; one per request is enough
-    chunks, total = [], 0
+    # The decoder's rate, not the header's: HE-AAC decodes at twice the rate M4A headers say.
+    chunks, total, sample_rate = [], 0, 0
     for frame in _frames(container, stream, bounds):
-        if frame.sample_rate != sample_rate:
+        bounds.check_layout(frame.layout.nb_channels, frame.sample_rate)  # before to_ndarray
+        if sample_rate and frame.sample_rate != sample_rate:
             raise InvalidInput(f"{name} audio changes sample rate within the stream", field=FIELD)
-        bounds.check_layout(frame.layout.nb_channels, frame.sample_rate)
+        sample_rate = frame.sample_rate
         total += frame.samples
         bounds.check_decoding(total, sample_rate)  # before the frame is kept
         chunks.append(_mono(frame))
+    if not chunks:
+        return np.zeros(0, np.float32), context.sample_rate
     if declared is not None and total / sample_rate < declared * (1 - _TRUNCATION_SLACK) - 0.1:
         raise InvalidInput(
             f"{name} audio is truncated: {total / sample_rate:.2f} s of a declared "
             f"{declared:.2f} s",
             field=FIELD,
         )
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    return samples, sample_rate
+    return np.concatenate(chunks), sample_rate
 
 
 def _audio_stream(container: InputContainer, name: str) -> AudioStream:

@@ -14,9 +14,11 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from pydantic import ValidationError
 
 from service.errors import InvalidInput, PayloadTooLarge
 from service.features.audio import audio_features, clip_batch_features, decode_audio, fit_clip
+from service.settings import Limits
 from tests.service import media
 from tests.service.conftest import DirectModel
 
@@ -126,6 +128,22 @@ def test_layout_limits_apply_to_every_format(server: str) -> None:
     fast = media.encode_container(media.tone(0.5, 768000), 768000, "mkv-pcm")
     message = _error(_predict(server, fast), 413)
     assert "768000 Hz; the limit is 384000 Hz (limits.max_audio_sample_rate)" in message
+
+
+def test_never_more_planes_than_pyav_converts_safely() -> None:
+    # PyAV 18.1's AudioFrame.to_ndarray reads planes past the 8th out of bounds: 12-channel
+    # Opus (planar floats) crashed the process. The ceiling holds whatever the caller asks.
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska") as out:
+        stream = out.add_stream("libopus", 48000, layout="12c", options={"mapping_family": "255"})
+        frame = av.AudioFrame.from_ndarray(media.tone(0.2, 48000, 12).reshape(1, -1), "flt", "12c")
+        frame.sample_rate = 48000
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    with pytest.raises(PayloadTooLarge, match="12 channels; the limit is 8"):
+        decode_audio(buf.getvalue(), max_seconds=30, max_channels=16)
+    with pytest.raises(ValidationError, match="max_audio_channels"):
+        Limits(max_audio_channels=9)
 
 
 def _corrupted(data: bytes) -> bytes:
