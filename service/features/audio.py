@@ -7,8 +7,8 @@ MP4/M4A/MOV and WebM/Matroska (AAC, Opus: what phones and browsers record) are d
 PyAV (:mod:`service.features.audio_containers`). The format comes from the bytes. Length,
 channels and sample rate are checked from the header before decoding
 (:mod:`service.features.audio_limits`), so an hour-long upload is refused without being
-decoded. Resampling is soxr's (what librosa uses
-by default), which releases the GIL. The spectral part is :mod:`service.features.spectral`.
+decoded. Resampling is soxr's (what librosa uses by default), which releases the GIL. The
+spectral part is :mod:`service.features.spectral`.
 """
 
 from __future__ import annotations
@@ -99,8 +99,7 @@ def decode_audio(
         bounds.check_length(pcm.shape[0], sample_rate)
         return _mono(pcm.astype(np.float32) * _INT16_SCALE, sample_rate, bounds)
     if (container := container_format(data)) is not None:
-        mono, sample_rate = decode_container(data, container, bounds)
-        return _mono(mono[:, None], sample_rate, bounds)
+        return _checked(*decode_container(data, container, bounds), bounds)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             sample_rate, frames = f.samplerate, f.frames
@@ -126,10 +125,14 @@ def decode_audio(
 
 def _mono(samples: np.ndarray, sample_rate: int, bounds: AudioBounds) -> tuple[np.ndarray, int]:
     """``(frames, channels)`` float32 -> checked mono float32."""
-    if samples.shape[0] == 0:
+    return _checked(samples.mean(axis=1, dtype=np.float32), sample_rate, bounds)
+
+
+def _checked(mono: np.ndarray, sample_rate: int, bounds: AudioBounds) -> tuple[np.ndarray, int]:
+    """Mono float32 -> itself, once it is known to be non-empty, within the length, finite."""
+    if mono.shape[0] == 0:
         raise InvalidInput("audio contains no samples", field=FIELD)
-    bounds.check_length(samples.shape[0], sample_rate)
-    mono = samples.mean(axis=1, dtype=np.float32)
+    bounds.check_length(mono.shape[0], sample_rate)
     if not np.all(np.isfinite(mono)):
         raise InvalidInput("audio contains NaN or infinite samples", field=FIELD)
     return mono, sample_rate

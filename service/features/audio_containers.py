@@ -178,13 +178,14 @@ def _frames(
 
 
 def _mono(frame: AudioFrame) -> np.ndarray:
-    """One frame as float32 mono, scaled as libsndfile scales integer samples."""
-    array = frame.to_ndarray()
-    if not frame.format.is_planar:  # (1, samples x channels), interleaved
-        array = array.reshape(-1, frame.layout.nb_channels).T
+    """One frame as float32 mono, scaled and mixed as the WAV readers do."""
+    array = frame.to_ndarray()  # planar: (channels, samples); interleaved: (1, samples x ch)
+    channel_axis = 0
+    if not frame.format.is_planar:
+        array, channel_axis = array.reshape(-1, frame.layout.nb_channels), 1
     scale = _INT_SCALES.get(array.dtype)
-    if scale is not None:
+    if scale is not None:  # as libsndfile normalises integer samples
         offset = 128.0 if array.dtype == np.uint8 else 0.0
         array = (array.astype(np.float32) - offset) / np.float32(scale)
-    mono: np.ndarray = array.mean(axis=0, dtype=np.float32)
+    mono: np.ndarray = array.mean(axis=channel_axis, dtype=np.float32)
     return mono
