@@ -32,6 +32,7 @@ from typing import Final
 import av
 import av.logging
 import numpy as np
+from av.audio.codeccontext import AudioCodecContext
 from av.audio.frame import AudioFrame
 from av.audio.stream import AudioStream
 from av.container import InputContainer
@@ -96,6 +97,7 @@ def decode_container(
             format=demuxer,
             options=_PROBE_OPTIONS,
             container_options=_NO_OTHER_FILES,
+            metadata_errors="replace",  # tags are not used; bad UTF-8 in them is no error
         ) as opened:
             assert isinstance(opened, InputContainer)  # mode "r"
             return _decode(opened, name, bounds)
@@ -139,8 +141,10 @@ def _audio_stream(container: InputContainer, name: str) -> AudioStream:
         what = "video but no audio" if container.streams.video else "no audio"
         raise InvalidInput(f"the {name} file has {what} track", field=FIELD)
     stream = container.streams.audio[0]
-    codec = stream.codec_context.name
-    if codec not in _CODECS and not codec.startswith("pcm_"):
+    # No codec context: FFmpeg has no decoder for the stream's codec id.
+    context: AudioCodecContext | None = stream.codec_context
+    codec = "an unknown codec" if context is None else context.name
+    if context is None or (codec not in _CODECS and not codec.startswith("pcm_")):
         raise UnsupportedMediaType(
             f"{name} audio in {codec} is not supported; send AAC, Opus, Vorbis, MP3, ALAC, "
             "FLAC, AMR or PCM",

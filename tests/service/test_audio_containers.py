@@ -175,6 +175,42 @@ def test_broken_files_are_4xx_naming_audio_and_the_service_stays_healthy(server:
     assert _predict(server, m4a).status_code == 200
 
 
+def test_mutated_recordings_are_never_a_5xx() -> None:
+    """Byte flips (also in the headers), cuts and splices: only the service's own 4xx errors.
+
+    Found this way: a stream whose codec FFmpeg has no decoder for (no codec context), and
+    tags that are not UTF-8 (PyAV decodes them strictly by default).
+    """
+    seeds = [
+        media.encode_container(media.tone(0.5, 48000, 2), 48000, name)
+        for name in media.CONTAINER_FORMATS
+    ]
+    seeds.append(media.encode_container(media.tone(0.5, 16000), 16000, "mp4-aac", video=True))
+    rng = np.random.default_rng(0)
+    outcomes = set()
+    for i in range(800):
+        data = bytearray(seeds[i % len(seeds)])
+        kind = rng.integers(4)
+        if kind == 0:  # a few bytes anywhere
+            for at in rng.integers(0, len(data), size=int(rng.integers(1, 20))):
+                data[at] = int(rng.integers(256))
+        elif kind == 1:  # in the headers
+            for at in rng.integers(0, min(600, len(data)), size=int(rng.integers(1, 8))):
+                data[at] = int(rng.integers(256))
+        elif kind == 2:  # cut
+            data = data[: int(rng.integers(4, len(data)))]
+        else:  # a chunk of the file repeated elsewhere
+            at, start = rng.integers(0, len(data), size=2)
+            data[at:at] = data[start : start + int(rng.integers(1, 500))]
+        try:
+            decode_audio(bytes(data), max_seconds=30)
+            outcomes.add(200)
+        except (InvalidInput, PayloadTooLarge) as exc:  # UnsupportedMediaType is an InvalidInput
+            assert exc.status_code < 500 and exc.field == "audio"
+            outcomes.add(exc.status_code)
+    assert outcomes >= {200, 415, 422}
+
+
 def test_a_codec_off_the_list_is_415(server: str) -> None:
     mp2 = io.BytesIO()
     with av.open(mp2, "w", format="matroska") as out:
