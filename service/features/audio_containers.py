@@ -71,8 +71,9 @@ _INT_SCALES: Final = {
     np.dtype(np.uint8): 128.0,
     np.dtype(np.int16): 32768.0,
     np.dtype(np.int32): 2.0**31,
-    np.dtype(np.int64): 2.0**63,
 }
+# The sample formats AudioFrame.to_ndarray converts (not s64, which 64-bit PCM decodes to).
+_SAMPLE_FORMATS: Final = frozenset({"u8", "s16", "s32", "flt", "dbl"})
 
 
 def container_format(data: bytes) -> tuple[str, str] | None:
@@ -119,6 +120,11 @@ def _decode(container: InputContainer, name: str, bounds: AudioBounds) -> tuple[
     chunks, total, sample_rate = [], 0, 0
     for frame in _frames(container, stream, bounds):
         bounds.check_layout(frame.layout.nb_channels, frame.sample_rate)  # before to_ndarray
+        if frame.format.packed.name not in _SAMPLE_FORMATS:
+            raise UnsupportedMediaType(
+                f"{name} audio decodes to {frame.format.name} samples, which are not supported",
+                field=FIELD,
+            )
         if sample_rate and frame.sample_rate != sample_rate:
             raise InvalidInput(f"{name} audio changes sample rate within the stream", field=FIELD)
         sample_rate = frame.sample_rate
