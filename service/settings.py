@@ -16,6 +16,13 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# A decoded second of audio costs rate x channels samples whatever the file's size (a few
+# bytes of Opus or FLAC silence can declare 255 channels at 768 kHz). 8 channels is 7.1
+# surround, and also the most PyAV (18.1) converts safely: it reads a decoded frame's planes
+# past the 8th out of bounds (a segfault), so 8 is the ceiling as well as the default.
+# 384 kHz is the highest rate studio recorders write. Also the decoders' defaults.
+MAX_AUDIO_CHANNELS = 8
+MAX_AUDIO_SAMPLE_RATE = 384_000
 
 
 class Limits(BaseModel):
@@ -25,6 +32,8 @@ class Limits(BaseModel):
     max_body_bytes: int = Field(default=25_000_000, gt=0, description="Whole request body.")
     max_image_pixels: int = Field(default=40_000_000, gt=0)
     max_audio_seconds: float = Field(default=30.0, gt=0)
+    max_audio_channels: int = Field(default=MAX_AUDIO_CHANNELS, gt=0, le=MAX_AUDIO_CHANNELS)
+    max_audio_sample_rate: int = Field(default=MAX_AUDIO_SAMPLE_RATE, gt=0, description="Hz.")
     max_text_chars: int = Field(default=2_000, gt=0)
 
 

@@ -398,7 +398,10 @@ OPENAPI_REQUEST_BODY: dict[str, Any] = {
                             "type": "string",
                             "format": "binary",
                             "contentMediaType": "application/octet-stream",
-                            "description": "WAV, FLAC, OGG/Vorbis or MP3 file.",
+                            "description": (
+                                "WAV, FLAC, OGG/Vorbis, Opus, MP3, M4A/AAC, MP4/MOV or "
+                                "WebM/Matroska file (video files: their audio track)."
+                            ),
                         },
                     },
                     "additionalProperties": False,

@@ -2,10 +2,13 @@
 
 Decoding is libsndfile's (through soundfile): WAV (8/16/24/32-bit integer, 32/64-bit float),
 FLAC, OGG/Vorbis, Opus and MP3 — whatever the linked libsndfile reads; a plain 16-bit PCM
-WAV, the commonest upload, is read directly with the same result (``plain_pcm16_wav``). The
-format comes from the bytes. Length is checked from the header before decoding, so an
-hour-long upload is refused without being decoded. Resampling is soxr's (what librosa uses
-by default), which releases the GIL. The spectral part is :mod:`service.features.spectral`.
+WAV, the commonest upload, is read directly with the same result (``plain_pcm16_wav``).
+MP4/M4A/MOV and WebM/Matroska (AAC, Opus: what phones and browsers record) are decoded with
+PyAV (:mod:`service.features.audio_containers`). The format comes from the bytes. Length,
+channels and sample rate are checked from the header before decoding
+(:mod:`service.features.audio_limits`), so an hour-long upload is refused without being
+decoded. Resampling is soxr's (what librosa uses by default), which releases the GIL. The
+spectral part is :mod:`service.features.spectral`.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.errors import InvalidInput, UnsupportedMediaType
+from service.features.audio_containers import container_format, decode_container
+from service.features.audio_limits import FIELD, AudioBounds
 from service.features.spectral import extractor_for
 from service.manifest import AudioRecipe
+from service.settings import MAX_AUDIO_CHANNELS, MAX_AUDIO_SAMPLE_RATE
 
-FIELD = "audio"
 # libsndfile reads a truncated WAV/AIFF without complaint, noting in its log that the data
 # chunk "should be" shorter than declared. Streaming writers declare 0 or 0xFFFFFFFF (unknown).
 _SHORT_DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
@@ -79,51 +84,55 @@ def plain_pcm16_wav(data: bytes) -> tuple[np.ndarray, int] | None:
     return None
 
 
-def decode_audio(data: bytes, *, max_seconds: float) -> tuple[np.ndarray, int]:
+def decode_audio(
+    data: bytes,
+    *,
+    max_seconds: float,
+    max_channels: int = MAX_AUDIO_CHANNELS,
+    max_sample_rate: int = MAX_AUDIO_SAMPLE_RATE,
+) -> tuple[np.ndarray, int]:
     """Decode an upload to mono float32 at its own sample rate."""
+    bounds = AudioBounds(max_seconds, max_channels, max_sample_rate)
     if (plain := plain_pcm16_wav(data)) is not None:
         pcm, sample_rate = plain
-        if pcm.shape[0] / sample_rate > max_seconds:
-            raise PayloadTooLarge(
-                f"audio is {pcm.shape[0] / sample_rate:.2f} s long; the limit is {max_seconds:g} s",
-                field=FIELD,
-            )
-        return _mono(pcm.astype(np.float32) * _INT16_SCALE, sample_rate, max_seconds)
+        bounds.check_layout(pcm.shape[1], sample_rate)
+        bounds.check_length(pcm.shape[0], sample_rate)
+        return _mono(pcm.astype(np.float32) * _INT16_SCALE, sample_rate, bounds)
+    if (container := container_format(data)) is not None:
+        return _checked(*decode_container(data, container, bounds), bounds)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             sample_rate, frames = f.samplerate, f.frames
-            if sample_rate <= 0:
-                raise InvalidInput("audio declares no sample rate", field=FIELD)
+            bounds.check_layout(f.channels, sample_rate)
             if _truncated(f.extra_info):
                 raise InvalidInput("audio is truncated: the file ends inside its data", field=FIELD)
             # Some containers (MP3, OGG streams) report no frame count; check after decoding.
-            if 0 < frames and frames / sample_rate > max_seconds:
-                raise PayloadTooLarge(
-                    f"audio is {frames / sample_rate:.2f} s long; the limit is {max_seconds:g} s",
-                    field=FIELD,
-                )
+            if 0 < frames:
+                bounds.check_length(frames, sample_rate)
             samples = f.read(dtype="float32", always_2d=True)
     except sf.LibsndfileError as exc:
         if "unknown format" in str(exc).lower() or "format not recognised" in str(exc).lower():
             raise UnsupportedMediaType(
-                "not a supported audio file (WAV, FLAC, OGG/Vorbis, Opus or MP3)", field=FIELD
+                "not a supported audio file (WAV, FLAC, OGG/Vorbis, Opus, MP3, M4A/AAC, MP4, "
+                "WebM/Opus or Matroska)",
+                field=FIELD,
             ) from exc
         raise InvalidInput(f"unreadable audio: {exc.error_string}", field=FIELD) from exc
     except (RuntimeError, ValueError, TypeError, EOFError) as exc:
         raise InvalidInput(f"corrupt or truncated audio: {exc}", field=FIELD) from exc
-    return _mono(samples, sample_rate, max_seconds)
+    return _mono(samples, sample_rate, bounds)
 
 
-def _mono(samples: np.ndarray, sample_rate: int, max_seconds: float) -> tuple[np.ndarray, int]:
+def _mono(samples: np.ndarray, sample_rate: int, bounds: AudioBounds) -> tuple[np.ndarray, int]:
     """``(frames, channels)`` float32 -> checked mono float32."""
-    if samples.shape[0] == 0:
+    return _checked(samples.mean(axis=1, dtype=np.float32), sample_rate, bounds)
+
+
+def _checked(mono: np.ndarray, sample_rate: int, bounds: AudioBounds) -> tuple[np.ndarray, int]:
+    """Mono float32 -> itself, once it is known to be non-empty, within the length, finite."""
+    if mono.shape[0] == 0:
         raise InvalidInput("audio contains no samples", field=FIELD)
-    if samples.shape[0] / sample_rate > max_seconds:
-        raise PayloadTooLarge(
-            f"audio is {samples.shape[0] / sample_rate:.2f} s long; the limit is {max_seconds:g} s",
-            field=FIELD,
-        )
-    mono = samples.mean(axis=1, dtype=np.float32)
+    bounds.check_length(mono.shape[0], sample_rate)
     if not np.all(np.isfinite(mono)):
         raise InvalidInput("audio contains NaN or infinite samples", field=FIELD)
     return mono, sample_rate
@@ -149,9 +158,18 @@ def clip_batch_features(clips: np.ndarray, recipe: AudioRecipe) -> np.ndarray:
     return extractor_for(recipe)(clips)
 
 
-def audio_features(data: bytes, recipe: AudioRecipe, *, max_seconds: float) -> np.ndarray:
+def audio_features(
+    data: bytes,
+    recipe: AudioRecipe,
+    *,
+    max_seconds: float,
+    max_channels: int = MAX_AUDIO_CHANNELS,
+    max_sample_rate: int = MAX_AUDIO_SAMPLE_RATE,
+) -> np.ndarray:
     """Uploaded bytes -> the graph's audio input for one row."""
-    samples, sample_rate = decode_audio(data, max_seconds=max_seconds)
+    samples, sample_rate = decode_audio(
+        data, max_seconds=max_seconds, max_channels=max_channels, max_sample_rate=max_sample_rate
+    )
     clip = fit_clip(samples, sample_rate, recipe)
     features: np.ndarray = clip_batch_features(clip[None, :], recipe)[0]
     return features

@@ -96,7 +96,13 @@ def extract_row(
             inputs[modality] = {recipe.input: pixels}
         elif isinstance(recipe, AudioRecipe):
             data = _binary(value, modality)
-            coefficients = audio_features(data, recipe, max_seconds=limits.max_audio_seconds)
+            coefficients = audio_features(
+                data,
+                recipe,
+                max_seconds=limits.max_audio_seconds,
+                max_channels=limits.max_audio_channels,
+                max_sample_rate=limits.max_audio_sample_rate,
+            )
             inputs[modality] = {recipe.input: coefficients}
         timings[modality] = (time.perf_counter() - start) * 1000.0
     return ExtractedRow(FeatureRow(inputs), timings)

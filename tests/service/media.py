@@ -145,3 +145,65 @@ def speak(text: str, folder: Path, voice: str = "en") -> bytes | None:
     out = folder / f"{voice}-{abs(hash(text))}.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-w", str(out), text], check=True, timeout=30)
     return out.read_bytes()
+
+
+# (PyAV muxer, audio encoder, encoder rate or None for the clip's own, muxer options)
+_CONTAINERS: dict[str, tuple[str, str, int | None, dict[str, str]]] = {
+    "m4a-aac": ("ipod", "aac", None, {}),
+    "mp4-aac": ("mp4", "aac", None, {}),
+    "mov-aac": ("mov", "aac", None, {}),
+    # what MediaRecorder writes: fragmented MP4 (Safari), live WebM without length or cues
+    "mp4-fragmented": ("mp4", "aac", None, {"movflags": "frag_keyframe+empty_moov"}),
+    "webm-opus": ("webm", "libopus", 48000, {}),
+    "webm-opus-live": ("webm", "libopus", 48000, {"live": "1"}),
+    "mkv-vorbis": ("matroska", "vorbis", None, {}),
+    "mkv-pcm": ("matroska", "pcm_s16le", None, {}),
+}
+CONTAINER_FORMATS = tuple(_CONTAINERS)
+
+
+def encode_container(
+    samples: np.ndarray,
+    rate: int,
+    name: str,
+    *,
+    video: bool = False,
+    audio: bool = True,
+    layout: str | None = None,
+) -> bytes:
+    """``(samples, channels)`` float32 encoded with PyAV (FFmpeg) as ``name`` in CONTAINER_FORMATS.
+
+    ``video`` adds a small moving picture (MPEG-4 Part 2 in MP4/MOV, VP8 in WebM/Matroska).
+    """
+    import av  # imported here: only the container tests need it
+
+    muxer, codec, codec_rate, options = _CONTAINERS[name]
+    if codec == "vorbis" and samples.shape[1] == 1:
+        samples = np.repeat(samples, 2, axis=1)  # FFmpeg's Vorbis encoder writes stereo only
+    channels = samples.shape[1]
+    layout = layout or {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=muxer, options=options) as out:
+        # Every stream is added before the first packet: the header is written then.
+        picture = None
+        if video:
+            picture = out.add_stream("mpeg4" if muxer in ("mp4", "ipod", "mov") else "libvpx", 10)
+            picture.width = picture.height = 32
+            picture.pix_fmt = "yuv420p"
+        # The wheel's only Vorbis encoder is FFmpeg's own, marked experimental.
+        settings = {"strict": "experimental"} if codec == "vorbis" else {}
+        sound = out.add_stream(codec, codec_rate or rate, layout=layout, options=settings)
+        sound = sound if audio else None
+        if picture is not None:
+            for i in range(max(1, round(10 * samples.shape[0] / rate))):
+                pixels = np.full((32, 32, 3), (i * 25) % 256, np.uint8)
+                out.mux(picture.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+            out.mux(picture.encode(None))
+        if sound is not None:
+            # Interleaved: PyAV's from_ndarray mis-counts the planes of > 8 planar channels.
+            interleaved = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(interleaved, format="flt", layout=layout)
+            frame.sample_rate = rate  # PyAV resamples to the encoder's rate and format
+            out.mux(sound.encode(frame))
+            out.mux(sound.encode(None))
+    return buf.getvalue()

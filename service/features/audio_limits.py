@@ -1,0 +1,64 @@
+"""The limits every audio decoder applies, checked and worded in one place.
+
+A decoded clip costs ``seconds x sample rate x channels`` samples, and compressed formats
+say nothing about that in their size: each decoder checks the header's layout and length
+before decoding, then the decoded samples again (a header may lie or say nothing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.errors import InvalidInput, PayloadTooLarge
+from service.settings import MAX_AUDIO_CHANNELS, MAX_AUDIO_SAMPLE_RATE
+
+FIELD = "audio"
+
+
+@dataclass(frozen=True)
+class AudioBounds:
+    """``limits.max_audio_*`` as the decoders need them."""
+
+    max_seconds: float
+    max_channels: int = MAX_AUDIO_CHANNELS
+    max_sample_rate: int = MAX_AUDIO_SAMPLE_RATE
+
+    def check_layout(self, channels: int, sample_rate: int) -> None:
+        if sample_rate <= 0:
+            raise InvalidInput("audio declares no sample rate", field=FIELD)
+        if channels < 1:
+            raise InvalidInput("audio declares no channels", field=FIELD)
+        if channels > self.max_channels:
+            raise PayloadTooLarge(
+                f"audio has {channels} channels; the limit is {self.max_channels} "
+                "(limits.max_audio_channels)",
+                field=FIELD,
+            )
+        if sample_rate > self.max_sample_rate:
+            raise PayloadTooLarge(
+                f"audio is sampled at {sample_rate} Hz; the limit is {self.max_sample_rate} Hz "
+                "(limits.max_audio_sample_rate)",
+                field=FIELD,
+            )
+
+    def check_length(self, frames: int, sample_rate: int) -> None:
+        """``frames`` samples per channel at ``sample_rate`` must fit ``max_seconds``."""
+        self.check_seconds(frames / sample_rate)
+
+    def check_seconds(self, seconds: float) -> None:
+        if seconds > self.max_seconds:
+            raise PayloadTooLarge(
+                f"audio is {seconds:.2f} s long; the limit is {self.max_seconds:g} s "
+                "(limits.max_audio_seconds)",
+                field=FIELD,
+            )
+
+    def check_decoding(self, frames: int, sample_rate: int) -> None:
+        """While decoding a stream of unknown length: stop as soon as it is over the limit."""
+        if frames / sample_rate > self.max_seconds:
+            raise PayloadTooLarge(
+                f"audio is longer than {self.max_seconds:g} s (decoding stopped at "
+                f"{frames / sample_rate:.2f} s); the limit is {self.max_seconds:g} s "
+                "(limits.max_audio_seconds)",
+                field=FIELD,
+            )
