@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from service.settings import Settings
 
 STARTUP_FAILURE = 3  # as uvicorn exits when the app cannot start
+CONFIG_ERROR = 2  # the settings or API keys are not usable (as for a bad flag)
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # flag -> environment variable read by Settings
 _SERVE_FLAGS = {
@@ -85,10 +86,11 @@ def serve(args: argparse.Namespace) -> int:
     export_flags(args, os.environ)
     import uvicorn
 
-    from service.settings import Settings
     from service.workers import Supervisor, reuseport_supported
 
-    settings = Settings()  # validates the flags and environment before any worker starts
+    settings = checked_settings()  # the flags and environment, before any worker starts
+    if settings is None:
+        return CONFIG_ERROR
     if settings.workers == 1:
         return serve_draining(settings)
     # Each worker writes its metrics here; /metrics in any worker merges them all.
@@ -112,6 +114,27 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=round(settings.drain_timeout_s + settings.shutdown_grace_s),
     )
     return 0
+
+
+def checked_settings() -> Settings | None:
+    """The settings and API keys, or ``None`` after printing why they cannot be used."""
+    from pydantic import ValidationError
+
+    from service.keys import KeyConfigError, key_ring
+    from service.settings import Settings
+
+    try:
+        settings = Settings()
+        key_ring(settings)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            print(f"mmserve: {where + ': ' if where else ''}{error['msg']}", file=sys.stderr)
+        return None
+    except KeyConfigError as exc:
+        print(f"mmserve: {exc}", file=sys.stderr)
+        return None
+    return settings
 
 
 def serve_draining(settings: Settings) -> int:
