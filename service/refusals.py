@@ -19,7 +19,7 @@ from service.v2.errors import from_service_error
 
 def refusal(scope: Scope, exc: ServiceError) -> Response:
     path: str = scope["path"]
-    if path.startswith("/v2/"):
+    if path == "/v2" or path.startswith("/v2/"):
         return from_service_error(exc)
     request = Request(scope)
     return error_response(
