@@ -10,6 +10,7 @@ import pytest
 from tests.logcheck import Capture, leaks
 
 # The tests' own HTTP clients log the URLs they request; what the product logs is the question.
+PRODUCT_LOGGERS = ("service", "mmserve", "uvicorn", "starlette", "fastapi", "python_multipart")
 CLIENT_LOGGERS = ("httpx", "httpcore", "urllib3", "geventhttpclient", "playwright")
 
 
@@ -18,13 +19,17 @@ def no_secret_in_the_logs() -> Iterator[Capture]:
     capture = Capture()
     capture.addFilter(lambda record: not record.name.startswith(CLIENT_LOGGERS))
     root = logging.getLogger()
-    previous = root.level
     root.addHandler(capture)
-    root.setLevel(logging.DEBUG)  # debug lines too: they are where payloads slip in
+    # Debug lines too, where payloads slip in: the service's and its HTTP stack's loggers.
+    loggers = [logging.getLogger(name) for name in PRODUCT_LOGGERS]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG)
     try:
         yield capture
     finally:
         root.removeHandler(capture)
-        root.setLevel(previous)
+        for logger, level in zip(loggers, previous, strict=True):
+            logger.setLevel(level)
     found = [line for line in capture.lines if leaks(line)]
     assert not found, f"log lines with a payload or key the tests sent: {found[:5]}"

@@ -22,13 +22,14 @@ from tritonclient.utils import InferenceServerException
 
 from service.app import create_app
 from service.keys import hash_key
+from tests.logcheck import leaks, secret
 from tests.service.conftest import DEFAULT_MODEL, make_settings
 from tests.service.live import LiveServer, live_server
 
-INLINE_KEY = "alice-key-7f3a9c1e5b2d4f60"  # in MMSERVE_API_KEYS as alice=...
-FILE_KEY = "bob-key-0c8e2a6f4b1d9e73"  # in the key file, as its digest
-REVOKED_KEY = "dave-key-5a1f7c3e9b0d2e84"  # in the key file until the fixture removes it
-WRONG_KEY = "mallory-key-00000000000000"
+INLINE_KEY = secret("alice-key-7f3a9c1e5b2d4f60")  # in MMSERVE_API_KEYS as alice=...
+FILE_KEY = secret("bob-key-0c8e2a6f4b1d9e73")  # in the key file, as its digest
+REVOKED_KEY = secret("dave-key-5a1f7c3e9b0d2e84")  # in the key file until the fixture removes it
+WRONG_KEY = secret("mallory-key-00000000000000")
 PUBLIC = {"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/"}
 GOOD_HEADERS = {
     "X-API-Key": {"X-API-Key": FILE_KEY},
@@ -70,6 +71,7 @@ def keyed(
         key_file.write_text(key_file_text(("bob", FILE_KEY)))  # dave's key is revoked
         wait_for_status(url, {"X-API-Key": REVOKED_KEY}, 401, timeout_s=5)
         yield server
+    assert leaks(server.log()) == [], "the server logged a key"
 
 
 def app_routes() -> list[tuple[str, str]]:
