@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__, docs, exception_handlers
-from service.auth import ApiKeyMiddleware, PublicPaths
+from service.auth import ApiKeyMiddleware, PublicPaths, describe_in_openapi
 from service.cli import BLAS_THREAD_VARIABLES
 from service.fastpath import PredictFastPath
 from service.hosts import HostAllowlist, TrustedHostMiddleware
@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if app.state.keys is not None:
         public = PublicPaths(settings.auth)
         app.add_middleware(ApiKeyMiddleware, keys=app.state.keys, public=public)
+        describe_in_openapi(app, public)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

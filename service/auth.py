@@ -14,8 +14,9 @@ The key's *name* is left in the scope state for the metrics (``api_key``).
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import Unauthorized
@@ -86,3 +87,29 @@ class ApiKeyMiddleware:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+SECURITY_SCHEMES: Final = {
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "bearer": {"type": "http", "scheme": "bearer"},
+}
+
+
+def describe_in_openapi(app: FastAPI, public: PublicPaths) -> None:
+    """Name the two ways to send a key in the OpenAPI description, so that /docs offers an
+    "Authorize" button and its "Try it out" sends the key; public operations need none."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        schema["security"] = [{name: []} for name in SECURITY_SCHEMES]
+        for path, operations in schema.get("paths", {}).items():
+            if path in public:
+                for operation in operations.values():
+                    operation["security"] = []
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -40,6 +40,8 @@ _SERVE_FLAGS = {
     "max_batch_size": "MMSERVE_BATCHING__MAX_BATCH_SIZE",
     "max_wait_ms": "MMSERVE_BATCHING__MAX_WAIT_MS",
     "feature_threads": "MMSERVE_RUNTIME__FEATURE_THREADS",
+    "api_keys_file": "MMSERVE_API_KEYS_FILE",
+    "allowed_hosts": "MMSERVE_ALLOWED_HOSTS",
 }
 
 
@@ -60,6 +62,13 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     serve.add_argument("--max-wait-ms", type=float, help="override every manifest's")
     serve.add_argument(
         "--feature-threads", type=int, help="batch threads (decode, features, inference) per model"
+    )
+    # No flag for the keys themselves: a command line is visible to every local user (ps).
+    serve.add_argument(
+        "--api-keys-file", help="file of '<name> sha256:<hex>' lines (keys: MMSERVE_API_KEYS)"
+    )
+    serve.add_argument(
+        "--allowed-hosts", help="comma-separated Host names served (default: loopback names)"
     )
 
 

@@ -52,9 +52,8 @@ def digest(key: bytes) -> bytes:
 def parse_inline(value: str) -> dict[str, bytes]:
     """``MMSERVE_API_KEYS`` -> digest by name."""
     entries: list[tuple[str, bytes]] = []
-    for index, part in enumerate((p.strip() for p in value.split(",")), start=1):
-        if not part:
-            continue
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    for index, part in enumerate(parts, start=1):
         name, equals, key = part.partition("=")
         if not (equals and _NAME.fullmatch(name) and key):
             name, key = f"key{index}", part

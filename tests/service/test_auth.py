@@ -227,3 +227,12 @@ def test_health_answers_without_a_key_and_says_nothing_of_keys(keyed: LiveServer
         response = httpx.get(keyed.url + path)
         assert response.status_code == 200, (path, response.text)
     assert json.dumps(httpx.get(keyed.url + "/readyz").json()).count("key") == 0
+
+
+def test_the_api_description_names_both_ways_to_send_a_key(keyed: LiveServer) -> None:
+    schema = httpx.get(f"{keyed.url}/openapi.json", headers={"X-API-Key": FILE_KEY}).json()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schemes["bearer"]["scheme"] == "bearer"
+    assert schema["paths"]["/healthz"]["get"]["security"] == []
+    assert "security" not in schema["paths"]["/v1/predict"]["post"]  # the global one applies
