@@ -325,7 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="mmserve-replicas-"))  # kept: the logs are there
     cluster = Cluster(replicas=args.replicas, port=args.port, workdir=workdir)
     cluster.start()  # Ctrl-C while starting: KeyboardInterrupt, and start() stops what it began
-    print(f"nginx on {cluster.url} -> {', '.join(c.url for c in cluster.servers)}")
+    assert cluster.nginx is not None
+    print(f"nginx on {cluster.url} and {cluster.nginx.tls_url} (certificate: "
+          f"{cluster.tls.cert if cluster.tls else workdir / 'tls-cert.pem'}) "
+          f"-> {', '.join(c.url for c in cluster.servers)}")  # fmt: skip
     print(f"logs and config in {workdir}; Ctrl-C stops everything", flush=True)
     with _stop_on_signals() as received:
         while not received:
