@@ -200,6 +200,7 @@ def test_tritonclient_with_a_key(keyed: LiveServer) -> None:
         client.close()
 
 
+@pytest.mark.slow
 def test_sighup_reloads_every_worker(model_root: Path, tmp_path: Path) -> None:
     """Two workers, a key file checked only once an hour: SIGHUP alone makes the new key valid."""
     key_file = tmp_path / "keys"
