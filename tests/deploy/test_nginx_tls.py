@@ -142,6 +142,10 @@ def test_a_key_over_its_rate_gets_429_and_another_key_does_not(cluster: Cluster,
         # The Bearer form of the same key shares its bucket; another key has its own.
         assert_rate_limited(client.get(url, headers={"Authorization": f"Bearer {KEY_A}"}))
         assert client.get(url, headers={"X-API-Key": KEY_B}).status_code == 200
+        # On /v2 the answer has the protocol's shape.
+        v2 = client.get(f"{cluster.nginx.tls_url}/v2/models/{MODEL}", headers={"X-API-Key": KEY_A})
+        assert v2.status_code == 429 and v2.headers["Retry-After"] == "1"
+        assert isinstance(v2.json()["error"], str)
         # Probes are never limited.
         assert all(
             client.get(f"{cluster.nginx.tls_url}/readyz").status_code == 200 for _ in range(8)
