@@ -237,3 +237,28 @@ def test_the_api_description_names_both_ways_to_send_a_key(keyed: LiveServer) ->
     assert schemes["bearer"]["scheme"] == "bearer"
     assert schema["paths"]["/healthz"]["get"]["security"] == []
     assert "security" not in schema["paths"]["/v1/predict"]["post"]  # the global one applies
+
+
+def test_a_preflight_needs_no_key_and_a_refusal_is_readable_cross_origin(
+    model_root: Path,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    origin = "https://app.example"
+    settings = make_settings(model_root, api_keys=f"alice={INLINE_KEY}", cors_origins=[origin])
+    with TestClient(create_app(settings)) as client:
+        preflight = client.options(
+            "/v1/predict",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "x-api-key",
+            },
+        )
+        assert preflight.status_code == 200
+        assert "x-api-key" in preflight.headers["access-control-allow-headers"].lower()
+        refused = client.get("/v1/models", headers={"Origin": origin})
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == origin
+        allowed = client.get("/v1/models", headers={"Origin": origin, "X-API-Key": INLINE_KEY})
+        assert allowed.status_code == 200
