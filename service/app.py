@@ -8,18 +8,23 @@ held in module globals. ``app_from_env()`` is the factory uvicorn's worker proce
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__, docs, exception_handlers
+from service.auth import ApiKeyMiddleware, PublicPaths, describe_in_openapi
 from service.cli import BLAS_THREAD_VARIABLES
 from service.fastpath import PredictFastPath
+from service.hosts import HostAllowlist, TrustedHostMiddleware
+from service.keys import KeyRing, key_ring
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import RequestIdMiddleware
@@ -48,8 +53,32 @@ def limit_blas_threads() -> None:
     threadpool_limits(limits=1)
 
 
+@contextlib.contextmanager
+def reload_keys_on_sighup(keys: KeyRing | None) -> Iterator[None]:
+    """SIGHUP re-reads the key file in this process (the supervisor passes it to each worker)."""
+    if keys is None or not hasattr(signal, "SIGHUP"):
+        yield
+        return
+    try:
+        previous = signal.signal(signal.SIGHUP, lambda sig, frame: keys.request_reload())
+    except ValueError:  # not the main thread (an app run by a test client): mtime checks only
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    with reload_keys_on_sighup(app.state.keys):
+        async with serving(app):
+            yield
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     limit_blas_threads()
     app.state.cpu = CpuRunner(settings.runtime.feature_threads)
@@ -81,8 +110,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # Starlette's trailing-slash redirect copies the request's Host into Location; a
+        # path with a stray slash is a 404 instead of a redirect to whatever host was sent.
+        redirect_slashes=False,
     )
     app.state.settings = settings
+    app.state.keys = key_ring(settings)
     app.state.repository = None
     app.state.lifecycle = Lifecycle()  # set draining by the server on SIGTERM
     app.state.metrics = Metrics()
@@ -91,8 +124,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web.install(app)
     for router in (predict.router, models.router, health.router, metrics.router, v2.router):
         app.include_router(router)
-    # Added first, so innermost: inside CORS, the metrics and the request id (service.fastpath).
+    # Added first, so innermost: inside the key check, CORS, the Host check, the metrics and
+    # the request id (service.fastpath). The key check runs before the fast path and after
+    # CORS (a preflight carries no key).
     app.add_middleware(PredictFastPath)
+    if app.state.keys is not None:
+        public = PublicPaths(settings.auth)
+        app.add_middleware(ApiKeyMiddleware, keys=app.state.keys, public=public)
+        describe_in_openapi(app, public)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -101,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
+    app.add_middleware(TrustedHostMiddleware, allowlist=HostAllowlist(settings.trusted_hosts))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

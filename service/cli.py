@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from service.settings import Settings
 
 STARTUP_FAILURE = 3  # as uvicorn exits when the app cannot start
-USAGE_ERROR = 2  # as argparse exits for a bad flag
+CONFIG_ERROR = 2  # the settings, API keys or model folder are not usable (as for a bad flag)
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # flag -> environment variable read by Settings
 _SERVE_FLAGS = {
@@ -43,6 +43,8 @@ _SERVE_FLAGS = {
     "max_batch_size": "MMSERVE_BATCHING__MAX_BATCH_SIZE",
     "max_wait_ms": "MMSERVE_BATCHING__MAX_WAIT_MS",
     "feature_threads": "MMSERVE_RUNTIME__FEATURE_THREADS",
+    "api_keys_file": "MMSERVE_API_KEYS_FILE",
+    "allowed_hosts": "MMSERVE_ALLOWED_HOSTS",
 }
 
 
@@ -83,6 +85,13 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     serve.add_argument(
         "--feature-threads", type=int, help="batch threads (decode, features, inference) per model"
     )
+    # No flag for the keys themselves: a command line is visible to every local user (ps).
+    serve.add_argument(
+        "--api-keys-file", help="file of '<name> sha256:<hex>' lines (keys: MMSERVE_API_KEYS)"
+    )
+    serve.add_argument(
+        "--allowed-hosts", help="comma-separated Host names served (default: loopback names)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,13 +118,14 @@ def serve(args: argparse.Namespace) -> int:
     export_flags(args, os.environ)
     import uvicorn
 
-    from service.settings import Settings
     from service.workers import Supervisor, reuseport_supported
 
-    settings = Settings()  # validates the flags and environment before any worker starts
+    settings = checked_settings()  # the flags and environment, before any worker starts
+    if settings is None:
+        return CONFIG_ERROR
     if (problem := model_dir_problem(settings)) is not None:
         print(f"mmserve serve: error: {problem}", file=sys.stderr)
-        return USAGE_ERROR
+        return CONFIG_ERROR
     if settings.workers == 1:
         return serve_draining(settings)
     # Each worker writes its metrics here; /metrics in any worker merges them all.
@@ -150,6 +160,27 @@ def model_dir_problem(settings: Settings) -> str | None:
     except ModelDirError as exc:
         return str(exc)
     return None
+
+
+def checked_settings() -> Settings | None:
+    """The settings and API keys, or ``None`` after printing why they cannot be used."""
+    from pydantic import ValidationError
+
+    from service.keys import KeyConfigError, key_ring
+    from service.settings import Settings
+
+    try:
+        settings = Settings()
+        key_ring(settings)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            print(f"mmserve: {where + ': ' if where else ''}{error['msg']}", file=sys.stderr)
+        return None
+    except KeyConfigError as exc:
+        print(f"mmserve: {exc}", file=sys.stderr)
+        return None
+    return settings
 
 
 def serve_draining(settings: Settings) -> int:

@@ -1,7 +1,9 @@
 """The service's errors: one base class carrying the HTTP status, one JSON shape everywhere.
 
     ServiceError (500)
-    ├── BadRequest (400)          the request itself is malformed (body, multipart framing)
+    ├── BadRequest (400)          the request itself is malformed (body, multipart framing,
+    │                             a Host this server does not serve)
+    ├── Unauthorized (401)        no API key, or one that is not (or no longer) valid
     ├── InvalidInput (422)        a field is present but unusable: names the field
     │   └── UnsupportedMediaType (415)  bytes are not a supported image/audio format
     ├── PayloadTooLarge (413)     a part or the whole body is over its limit
@@ -37,6 +39,15 @@ class ServiceError(Exception):
 class BadRequest(ServiceError):
     status_code = 400
     code = "bad_request"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="mmserve"'}
 
 
 class InvalidInput(ServiceError):

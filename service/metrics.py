@@ -27,6 +27,10 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prometheus_multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.keys import ANONYMOUS
+
+STATE_KEY = "api_key"  # where service.auth leaves the request's key name
+
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 _FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -88,6 +92,13 @@ class Metrics:
             "Requests waiting for a batch (summed over workers).",
             ["model"],
             multiprocess_mode="livesum",
+            registry=r,
+        )
+        # By API key *name* (the configured names and "anonymous"), never the key itself.
+        self.requests_by_key = Counter(
+            "mmserve_requests_by_key",
+            "Requests by API key name and status.",
+            ["key", "status"],
             registry=r,
         )
         self.rejected = Counter(
@@ -170,6 +181,8 @@ class MetricsMiddleware:
             endpoint, model = self._labels(scope)
             if endpoint != "/metrics":
                 self.metrics.requests.labels(model, endpoint, str(status)).inc()
+                key = scope.get("state", {}).get(STATE_KEY, ANONYMOUS)
+                self.metrics.requests_by_key.labels(key, str(status)).inc()
                 self.metrics.request_seconds.labels(model, endpoint).observe(
                     time.perf_counter() - start
                 )

@@ -147,8 +147,22 @@ def warm_features(model: LoadedModel, limits: Limits) -> float:
     return time.perf_counter() - start
 
 
-def _reason(exc: BaseException) -> str:
+# An absolute POSIX path: a slash not preceded by a name character, then path segments.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/-])/(?:[\w.@+~-]+/)*[\w.@+~-]+/?")
+
+
+def public_reason(exc: BaseException, model_dir: Path) -> str:
+    """Why a folder failed, fit for answers: paths relative to ``model_dir``, no other path.
+
+    Answers (``/readyz``, ``/v1/models``, 503s) must not show where the server keeps its files:
+    ``/srv/models/m/1/model.onnx`` becomes ``m/1/model.onnx`` and a path outside the model
+    folder (a library's, a temporary file's) is reduced to its last part. The log keeps the
+    whole message.
+    """
     text = str(exc).strip() or type(exc).__name__
+    for root in {str(model_dir.resolve()), str(model_dir.absolute())}:
+        text = text.replace(root.rstrip("/") + "/", "")
+    text = _ABSOLUTE_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
     return text if len(text) <= 2000 else text[:2000] + "..."
 
 
@@ -180,12 +194,13 @@ class ModelRepository:
                     result.warmup_s,
                 )
             elif isinstance(result, Exception):
-                failure = LoadFailure(path.parent.name, path.name, path, _reason(result))
+                reason = public_reason(result, self.settings.model_dir)
+                failure = LoadFailure(path.parent.name, path.name, path, reason)
                 log.error(
                     "model %s/%s failed to load: %s",
                     failure.name,
                     failure.version,
-                    failure.reason,
+                    result,
                     exc_info=result,
                 )
                 self.failures.append(failure)

@@ -8,11 +8,12 @@ tests can build apps with their own settings.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,9 +71,41 @@ class Runtime(BaseModel):
         return value
 
 
+class Auth(BaseModel):
+    """Who may call the service; the keys themselves are ``api_keys`` / ``api_keys_file``."""
+
+    allow_anonymous: bool = Field(
+        default=False,
+        description="Serve without keys on a non-loopback address (open access is intended).",
+    )
+    open_metrics: bool = Field(default=False, description="/metrics without a key.")
+    open_docs: bool = Field(
+        default=False, description="/docs, /redoc, /openapi.json without a key."
+    )
+    reload_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the key file's mtime is checked."
+    )
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost: may resolve anywhere
+        return False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="MMSERVE_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="MMSERVE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        # A validation error must not print what it refused: an API key may be in it.
+        hide_input_in_errors=True,
     )
 
     host: str = "127.0.0.1"
@@ -96,10 +129,37 @@ class Settings(BaseSettings):
     limits: Limits = Limits()
     batching: Batching = Batching()
     runtime: Runtime = Runtime()
+    # MMSERVE_API_KEYS=alice=<key>,<key>; MMSERVE_API_KEYS_FILE lines: "<name> sha256:<hex>".
+    api_keys: SecretStr | None = None
+    api_keys_file: Path | None = None
+    auth: Auth = Auth()
+    # Host header values served (any port); empty: the loopback names when bound to loopback,
+    # else any. "*" allows any; "*.example.com" a domain and its subdomains.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
+
+    @property
+    def keys_configured(self) -> bool:
+        return bool(self.api_keys and self.api_keys.get_secret_value()) or bool(self.api_keys_file)
+
+    @property
+    def trusted_hosts(self) -> list[str]:
+        if self.allowed_hosts:
+            return self.allowed_hosts
+        return list(LOOPBACK_NAMES) if is_loopback(self.host) else ["*"]
+
+    @model_validator(mode="after")
+    def _keys_off_loopback(self) -> Self:
+        if is_loopback(self.host) or self.keys_configured or self.auth.allow_anonymous:
+            return self
+        raise ValueError(
+            f"host {self.host!r} is reachable from other machines and no API key is set: set "
+            "MMSERVE_API_KEYS or MMSERVE_API_KEYS_FILE, or MMSERVE_AUTH__ALLOW_ANONYMOUS=true "
+            "if open access is intended"
+        )

@@ -105,6 +105,12 @@ class Supervisor:
             if process.pid is not None and process.exitcode is None:
                 os.kill(process.pid, sig)
 
+    def _reload_keys(self, sig: int, frame: FrameType | None) -> None:
+        # Each worker holds its own copy of the API keys (service.keys): all must re-read.
+        for process in self._workers:
+            if process.pid is not None and process.exitcode is None:
+                os.kill(process.pid, sig)
+
     def run(self) -> int:
         logging.basicConfig(
             level=self.settings.log_level.upper(), format="%(levelname)s: %(message)s"
@@ -125,6 +131,8 @@ class Supervisor:
                  self.settings.workers)  # fmt: skip
         signal.signal(signal.SIGTERM, self._forward)
         signal.signal(signal.SIGINT, self._forward)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, self._reload_keys)
         self._workers = [self._start(port) for _ in range(self.settings.workers)]
         status = 0
         while any(p.exitcode is None for p in self._workers):

@@ -36,6 +36,7 @@ from service.helptext import plain
 from service.settings import REPO_ROOT, Settings
 
 NGINX = "nginx"
+OPENSSL = "openssl"
 
 
 class ClusterError(RuntimeError):
@@ -56,6 +57,41 @@ def nginx_binary() -> str | None:
     )
 
 
+@dataclass(frozen=True)
+class Tls:
+    """The certificate chain and private key nginx serves HTTPS with (PEM files)."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """nginx's limit_req settings. The defaults are far above what one machine can serve, so the
+    script and the failover test measure the replicas, not the proxy's limits."""
+
+    per_client: str = "10000r/s"
+    per_client_burst: int = 10000
+    per_key: str = "10000r/s"
+    per_key_burst: int = 10000
+
+
+def self_signed(folder: Path, host: str = "127.0.0.1") -> Tls:
+    """A fresh self-signed certificate for ``localhost`` and ``host`` (one day, P-256)."""
+    openssl = shutil.which(OPENSSL)
+    if openssl is None:
+        raise ClusterError("openssl is needed to make a test certificate (apt-get install openssl)")
+    tls = Tls(folder / "tls-cert.pem", folder / "tls-key.pem")
+    command = [
+        openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", str(tls.key),
+        "-out", str(tls.cert), "-addext", f"subjectAltName=DNS:localhost,IP:{host}",
+    ]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    tls.key.chmod(0o644)  # nginx's workers (user nobody) read it in this throwaway folder
+    return tls
+
+
 @dataclass
 class Child:
     """One process of the cluster and the file its output goes to."""
@@ -64,6 +100,7 @@ class Child:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    tls_port: int | None = None  # nginx's HTTPS port
 
     @property
     def address(self) -> str:
@@ -72,6 +109,12 @@ class Child:
     @property
     def url(self) -> str:
         return f"http://{self.address}"
+
+    @property
+    def tls_url(self) -> str:
+        if self.tls_port is None:
+            raise ClusterError(f"{self.name} serves no HTTPS")
+        return f"https://127.0.0.1:{self.tls_port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -92,6 +135,8 @@ class Cluster:
     port: int = 0
     env: Mapping[str, str] = field(default_factory=dict)
     workdir: Path | None = None
+    tls: Tls | None = None  # None: a self-signed certificate made at start
+    rates: RateLimits = field(default_factory=RateLimits)
     servers: list[Child] = field(default_factory=list, init=False)
     nginx: Child | None = field(default=None, init=False)
     _owns_workdir: bool = field(default=False, init=False)
@@ -136,7 +181,15 @@ class Cluster:
         assert self.workdir is not None
         upstreams = [child.address for child in self.servers]
         port = self.port or free_port()
-        return start_nginx(binary, self.workdir, upstreams, port, _max_body_bytes(self.env))
+        return start_nginx(
+            binary,
+            self.workdir,
+            upstreams,
+            port,
+            _max_body_bytes(self.env),
+            tls=self.tls,
+            rates=self.rates,
+        )
 
     def stop(self, timeout_s: float = 30.0) -> dict[str, int | None]:
         """SIGTERM every replica, wait for their drain, then stop nginx. Returns exit codes."""
@@ -179,20 +232,45 @@ def spawn(name: str, port: int, command: list[str], env: dict[str, str], workdir
 
 
 def start_nginx(
-    binary: str, workdir: Path, upstreams: list[str], port: int, max_body_bytes: int
+    binary: str,
+    workdir: Path,
+    upstreams: list[str],
+    port: int,
+    max_body_bytes: int,
+    *,
+    tls: Tls | None = None,
+    tls_port: int | None = None,
+    rates: RateLimits | None = None,
+    name: str = "nginx",
 ) -> Child:
-    """nginx on 127.0.0.1:``port`` with the repository's template, its files in ``workdir``."""
+    """nginx on 127.0.0.1:``port`` (HTTP) and ``tls_port`` (HTTPS, a free one by default) with
+    the repository's template, its files in ``workdir``; a self-signed certificate if no
+    ``tls`` is given."""
+    tls = tls or self_signed(workdir)
+    tls_port = tls_port or free_port()
+    rates = rates or RateLimits()
     values = {
         "NGINX_PORT": f"127.0.0.1:{port}",
+        "NGINX_TLS_PORT": f"127.0.0.1:{tls_port}",
+        "NGINX_TLS_CERT": str(tls.cert),
+        "NGINX_TLS_KEY": str(tls.key),
+        "NGINX_RATE_PER_CLIENT": rates.per_client,
+        "NGINX_BURST_PER_CLIENT": str(rates.per_client_burst),
+        "NGINX_RATE_PER_KEY": rates.per_key,
+        "NGINX_BURST_PER_KEY": str(rates.per_key_burst),
         "MMSERVE_MAX_BODY_BYTES": str(max_body_bytes),
-        "NGINX_ACCESS_LOG": str(workdir / "access.log"),
+        "NGINX_ACCESS_LOG": str(workdir / f"{name}-access.log"),
     }
-    site = workdir / "mmserve.conf"
+    site = workdir / f"{name}.conf"
     site.write_text(nginx.render(nginx.TEMPLATE.read_text(), upstreams, values))
-    conf = workdir / "nginx.conf"
-    conf.write_text(nginx.main_config(site, workdir))
-    command = [binary, "-e", "stderr", "-p", str(workdir), "-c", str(conf)]
-    return spawn("nginx", port, command, dict(os.environ), workdir)
+    prefix = workdir / name  # pid and temporary files: one folder per nginx
+    prefix.mkdir(mode=0o755, exist_ok=True)
+    conf = workdir / f"{name}-main.conf"
+    conf.write_text(nginx.main_config(site, prefix))
+    command = [binary, "-e", "stderr", "-p", str(prefix), "-c", str(conf)]
+    child = spawn(name, port, command, dict(os.environ), workdir)
+    child.tls_port = tls_port
+    return child
 
 
 def _max_body_bytes(env: Mapping[str, str]) -> int:
@@ -250,7 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="mmserve-replicas-"))  # kept: the logs are there
     cluster = Cluster(replicas=args.replicas, port=args.port, workdir=workdir)
     cluster.start()  # Ctrl-C while starting: KeyboardInterrupt, and start() stops what it began
-    print(f"nginx on {cluster.url} -> {', '.join(c.url for c in cluster.servers)}")
+    assert cluster.nginx is not None
+    print(f"nginx on {cluster.url} and {cluster.nginx.tls_url} (certificate: "
+          f"{cluster.tls.cert if cluster.tls else workdir / 'tls-cert.pem'}) "
+          f"-> {', '.join(c.url for c in cluster.servers)}")  # fmt: skip
     print(f"logs and config in {workdir}; Ctrl-C stops everything", flush=True)
     with _stop_on_signals() as received:
         while not received:

@@ -12,6 +12,7 @@ const MAX_LABELS_LISTED = 12;
 
 const ERROR_TITLES = {
   400: "The request was malformed",
+  401: "An API key is needed",
   404: "Not found",
   413: "Too large",
   415: "Unsupported format",
@@ -73,7 +74,7 @@ async function readJson(response) {
 async function request(url, options = {}) {
   let response;
   try {
-    response = await fetch(url, { ...options, headers: { Accept: "application/json" } });
+    response = await fetchWithApiKey(url, { ...options, headers: { Accept: "application/json" } });
   } catch (cause) {
     throw new Error(`Could not reach the service (${cause.message}).`);
   }
@@ -85,6 +86,67 @@ async function request(url, options = {}) {
 
 function modelUrl(name, suffix = "") {
   return `v1/models/${encodeURIComponent(name)}${suffix}`;
+}
+
+// ---- API key -------------------------------------------------------------------------------
+// Asked for when the service answers 401, kept in sessionStorage (this tab only, gone when it
+// closes) and sent as X-API-Key with every request after that.
+
+const API_KEY_STORAGE = "mmserve.apiKey";
+let apiKeyPrompt = null; // one dialog at a time, however many requests were refused
+
+function storedApiKey() {
+  try {
+    return sessionStorage.getItem(API_KEY_STORAGE);
+  } catch {
+    return null; // storage disabled: the key is asked for again on the next refusal
+  }
+}
+
+function withApiKey(options) {
+  const key = storedApiKey();
+  return key ? { ...options, headers: { ...options.headers, "X-API-Key": key } } : options;
+}
+
+function askForApiKey(rejected) {
+  if (apiKeyPrompt) return apiKeyPrompt;
+  const dialog = $("key-dialog");
+  $("key-message").textContent = rejected
+    ? "The service did not accept that key. Check it and try again."
+    : "This service needs an API key. It is kept for this tab only.";
+  $("api-key").value = "";
+  dialog.returnValue = "";
+  dialog.showModal();
+  apiKeyPrompt = new Promise((resolve) => {
+    dialog.addEventListener(
+      "close",
+      () => {
+        apiKeyPrompt = null;
+        resolve(dialog.returnValue === "ok" ? $("api-key").value.trim() || null : null);
+      },
+      { once: true },
+    );
+  });
+  return apiKeyPrompt;
+}
+
+async function fetchWithApiKey(url, options) {
+  let response = await fetch(url, withApiKey(options));
+  while (response.status === 401) {
+    const key = await askForApiKey(storedApiKey() !== null);
+    if (!key) return response; // cancelled: the 401 is shown as an error
+    try {
+      sessionStorage.setItem(API_KEY_STORAGE, key);
+    } catch {
+      return fetch(url, { ...options, headers: { ...options.headers, "X-API-Key": key } });
+    }
+    response = await fetch(url, withApiKey(options));
+  }
+  return response;
+}
+
+function wireApiKeyDialog() {
+  $("key-cancel").addEventListener("click", () => $("key-dialog").close("cancel"));
 }
 
 // ---- models --------------------------------------------------------------------------------
@@ -523,6 +585,7 @@ function main() {
     clearError();
     clearAnswer();
   });
+  wireApiKeyDialog();
   loadModels();
 }
 

@@ -3,7 +3,8 @@
 The service's own errors carry the statuses of the ``/v1`` API; on ``/v2`` they are mapped to
 the few the protocol names, so V2 clients see what Triton would send them:
 
-    InvalidInput, UnsupportedMediaType, PayloadTooLarge (any 4xx)  -> 400
+    Unauthorized                                                   -> 401
+    InvalidInput, UnsupportedMediaType, PayloadTooLarge (other 4xx)-> 400
     ModelNotFound                                                  -> 404
     ModelNotReady, Overloaded                                      -> 503 (with Retry-After)
     RequestTimeout                                                 -> 504
@@ -16,12 +17,14 @@ from collections.abc import Mapping
 
 from starlette.responses import JSONResponse
 
-from service.errors import ModelNotFound, ModelNotReady, Overloaded, ServiceError
+from service.errors import ModelNotFound, ModelNotReady, Overloaded, ServiceError, Unauthorized
 
 
 def status_for(exc: ServiceError) -> int:
     if isinstance(exc, ModelNotFound):
         return 404
+    if isinstance(exc, Unauthorized):
+        return 401
     if isinstance(exc, ModelNotReady | Overloaded):
         return 503
     if 400 <= exc.status_code < 500:

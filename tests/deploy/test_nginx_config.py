@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,13 +14,27 @@ import httpx
 import pytest
 
 from service.deploy import nginx
-from service.deploy.replicas import free_port, nginx_binary, start_nginx
+from service.deploy.replicas import free_port, nginx_binary, self_signed, start_nginx
 
-VALUES = {"NGINX_PORT": "127.0.0.1:8080", "MMSERVE_MAX_BODY_BYTES": "25000000"}
+VALUES = {
+    "NGINX_PORT": "127.0.0.1:8080",
+    "NGINX_TLS_PORT": "127.0.0.1:8443",
+    "NGINX_RATE_PER_CLIENT": "20r/s",
+    "NGINX_BURST_PER_CLIENT": "40",
+    "NGINX_RATE_PER_KEY": "50r/s",
+    "NGINX_BURST_PER_KEY": "100",
+    "MMSERVE_MAX_BODY_BYTES": "25000000",
+}
 
 
 def rendered(upstreams: list[str], tmp_path: Path) -> str:
-    values = {**VALUES, "NGINX_ACCESS_LOG": str(tmp_path / "access.log")}
+    tls = self_signed(tmp_path) if shutil.which("openssl") else None
+    values = {
+        **VALUES,
+        "NGINX_ACCESS_LOG": str(tmp_path / "access.log"),
+        "NGINX_TLS_CERT": str(tls.cert if tls else tmp_path / "cert.pem"),
+        "NGINX_TLS_KEY": str(tls.key if tls else tmp_path / "key.pem"),
+    }
     return nginx.render(nginx.TEMPLATE.read_text(), upstreams, values)
 
 
@@ -35,7 +50,7 @@ def test_one_server_line_per_replica(tmp_path: Path) -> None:
 def test_placeholders_are_the_documented_ones() -> None:
     template = nginx.TEMPLATE.read_text()
     names = nginx.placeholders(template)
-    assert names == {nginx.UPSTREAM, "NGINX_PORT", "MMSERVE_MAX_BODY_BYTES", "NGINX_ACCESS_LOG"}
+    assert names == {nginx.UPSTREAM, "NGINX_ACCESS_LOG", *VALUES, "NGINX_TLS_CERT", "NGINX_TLS_KEY"}
     header = template.split("log_format")[0]
     assert all(f"#   {name}" in header for name in names)
 

@@ -28,11 +28,12 @@ from service.features.audio import audio_features
 from service.features.image import image_features
 from service.features.text import encode_text, load_tokenizer
 from service.manifest import AudioRecipe, ImageRecipe, Manifest, TextRecipe, load_manifest
-from service.settings import REPO_ROOT, Settings
+from service.settings import LOOPBACK_NAMES, REPO_ROOT, Settings
 from tests.service import media
 from tests.service.tiny_model import build_tiny_model
 
 DEFAULT_MODEL = "digits-xattn"
+TEST_CLIENT_HOST = "testserver"
 COMMITTED = REPO_ROOT / "onnx_models"
 
 
@@ -57,6 +58,8 @@ def make_settings(model_dir: Path, **overrides: object) -> Settings:
         "model_dir": model_dir,
         "workers": 1,
         "runtime": {"feature_threads": 2, "providers": ["CPUExecutionProvider"]},
+        # TestClient sends "Host: testserver"; real servers in tests are reached on loopback.
+        "allowed_hosts": [TEST_CLIENT_HOST, *LOOPBACK_NAMES],
     }
     return Settings.model_validate(base | overrides)
 

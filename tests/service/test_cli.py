@@ -12,7 +12,12 @@ from tests.service.conftest import DEFAULT_MODEL
 
 
 def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    environ = {"MMSERVE_PORT": "9000", "MMSERVE_HOST": "0.0.0.0", "OPENBLAS_NUM_THREADS": "4"}
+    environ = {
+        "MMSERVE_PORT": "9000",
+        "MMSERVE_HOST": "0.0.0.0",
+        "MMSERVE_AUTH__ALLOW_ANONYMOUS": "true",  # a non-loopback bind needs keys or this
+        "OPENBLAS_NUM_THREADS": "4",
+    }
     args = build_parser().parse_args(
         ["serve", "--port", "8011", "--providers", "CPUExecutionProvider", "--workers", "3"]
     )

@@ -18,7 +18,13 @@ PREDICT = f"/v1/models/{DEFAULT_MODEL}/predict"
 
 
 def serve(model_root: Path, origins: list[str]) -> TestClient:
-    return TestClient(create_app(Settings(model_dir=model_root, workers=1, cors_origins=origins)))
+    return TestClient(
+        create_app(
+            Settings(
+                model_dir=model_root, workers=1, cors_origins=origins, allowed_hosts=["testserver"]
+            )
+        )
+    )
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ PAGE_FILES = ["index.html", "app.js", "wav.js", "style.css", "favicon.svg"]
 
 @pytest.fixture(scope="module")
 def client(web_model_root: Path) -> Iterator[TestClient]:
-    settings = Settings(model_dir=web_model_root, workers=1)
+    settings = Settings(model_dir=web_model_root, workers=1, allowed_hosts=["testserver"])
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
