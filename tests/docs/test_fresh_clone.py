@@ -174,4 +174,3 @@ def test_make_test_from_debian_python_reaches_the_first_test(clone: Path, tmp_pa
     )
     if "MMSERVE_FRESH_CLONE_VENV" not in os.environ:
         assert probe.stdout.strip() == "/usr"  # made by setup.sh from Debian's Python
-
