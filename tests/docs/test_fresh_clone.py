@@ -162,6 +162,8 @@ def test_make_test_from_debian_python_reaches_the_first_test(clone: Path, tmp_pa
                 break
     finally:
         _stop(process)
+        assert process.stdout is not None
+        process.stdout.close()
     output = "".join(seen)
     assert result == "PASSED", f"make test did not pass a first test:\n{output[-6000:]}"
     assert "All checks passed!" in output  # ruff
