@@ -66,6 +66,15 @@ install_torch_cpu() {
   fi
 }
 
+installed() {  # installed serve|dev: pip already ran for this checkout and this pyproject.toml
+  [ "$(cat "$VENV/.mmserve-$1" 2>/dev/null)" = "$(stamp)" ]
+}
+stamp() { echo "$PWD $(sha256sum pyproject.toml | cut -d' ' -f1)"; }
+
+case "$what" in
+  serve | dev) ;;
+  *) echo "usage: scripts/setup.sh serve|dev" >&2; exit 2 ;;
+esac
 make_venv
 if [ "$what" = "dev" ]; then
   # espeak-ng: spoken test audio (and the README's sample clip); nginx: load-balancer tests;
@@ -73,10 +82,7 @@ if [ "$what" = "dev" ]; then
   # conversions in tests; curl: the documentation's commands.
   apt_install espeak-ng nginx hey chromium sox curl
   install_torch_cpu
-  pip_install -e '.[dev]'
-elif [ "$what" = "serve" ]; then
-  pip_install -e .
+  installed dev || { pip_install -e '.[dev]' && stamp >"$VENV/.mmserve-dev"; }
 else
-  echo "usage: scripts/setup.sh serve|dev" >&2
-  exit 2
+  installed serve || installed dev || { pip_install -e . && stamp >"$VENV/.mmserve-serve"; }
 fi
