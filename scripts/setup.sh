@@ -38,12 +38,15 @@ make_venv() {
   command -v python3 >/dev/null || apt_install python3
   python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || { echo "setup: mmserve needs Python 3.11 or newer; python3 is $(python3 -V)" >&2; exit 1; }
-  echo "setup: creating the virtual environment $VENV"
-  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+  # The interpreter itself, not a link to it that may go away (the venv links to what ran it).
+  local base
+  base=$(python3 -c 'import os, sys; print(os.path.realpath(sys.executable))')
+  echo "setup: creating the virtual environment $VENV with $base"
+  if ! "$base" -m venv "$VENV" >/dev/null 2>&1; then
     # Debian and Ubuntu ship venv's pip bootstrap (ensurepip) separately, in python3-venv.
     rm -rf "$VENV"
     apt_install python3-venv
-    python3 -m venv "$VENV"
+    "$base" -m venv "$VENV"
   fi
 }
 
