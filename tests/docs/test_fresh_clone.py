@@ -7,12 +7,15 @@ its first passing test. Both run on a ``git clone`` of this checkout's HEAD, so 
 ``make test`` installs torch and the dev extras (minutes the first time), so its virtual
 environment is kept between runs: ``$MMSERVE_FRESH_CLONE_VENV``, by default
 ``~/.cache/mmserve/fresh-clone-venv`` (delete it to test the install from nothing). The first
-run creates it through ``scripts/setup.sh`` from ``/usr/bin/python3`` too. mypy's cache is kept
-next to it for the same reason.
+run creates it through ``scripts/setup.sh`` from ``/usr/bin/python3`` too. Its clone is made
+afresh each time at one path next to it, so the project's editable install there stays valid
+and ``setup.sh`` skips pip while pyproject.toml is unchanged; mypy's cache is kept for the same
+reason.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import selectors
@@ -36,6 +39,7 @@ pytestmark = [
 ]
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
+CACHE = Path.home() / ".cache" / "mmserve"
 # What the calling environment must not pass on: a fresh shell has no active virtual
 # environment, no outer make's variables and no outer pytest's options.
 NOT_INHERITED = ("VIRTUAL_ENV", "VENV", "MAKEFLAGS", "MAKELEVEL", "MFLAGS", "PYTHONPATH", "PORT")
@@ -134,11 +138,25 @@ def test_make_serve_from_debian_python_answers_a_predict(clone: Path, tmp_path: 
     assert probe.stdout.split() == ["/usr", "False"]
 
 
-def test_make_test_from_debian_python_reaches_the_first_test(clone: Path, tmp_path: Path) -> None:
-    cache = Path.home() / ".cache" / "mmserve"
-    venv = Path(os.environ.get("MMSERVE_FRESH_CLONE_VENV", cache / "fresh-clone-venv"))
+@pytest.fixture
+def kept_clone() -> Iterator[Path]:
+    """A fresh clone at a fixed path, one test run at a time."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "fresh-clone.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        target = CACHE / "fresh-clone-checkout"
+        shutil.rmtree(target, ignore_errors=True)
+        subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(target)], check=True)
+        yield target
+
+
+def test_make_test_from_debian_python_reaches_the_first_test(
+    kept_clone: Path, tmp_path: Path
+) -> None:
+    clone = kept_clone
+    venv = Path(os.environ.get("MMSERVE_FRESH_CLONE_VENV", CACHE / "fresh-clone-venv"))
     env = _fresh_env(tmp_path)
-    env["MYPY_CACHE_DIR"] = str(cache / "fresh-clone-mypy")
+    env["MYPY_CACHE_DIR"] = str(CACHE / "fresh-clone-mypy")
     # -v: one line per test, so the first result shows as soon as that test ends.
     env["PYTEST_ADDOPTS"] = "-v -p no:cacheprovider"
     process = subprocess.Popen(
