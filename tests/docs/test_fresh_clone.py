@@ -92,6 +92,7 @@ def _lines(process: subprocess.Popen[str], deadline: float) -> Iterator[str]:
         yield line
 
 
+@pytest.mark.timeout(900)
 def test_make_serve_from_debian_python_answers_a_predict(clone: Path, tmp_path: Path) -> None:
     port = free_port()
     env = _fresh_env(tmp_path)
@@ -150,6 +151,7 @@ def kept_clone() -> Iterator[Path]:
         yield target
 
 
+@pytest.mark.timeout(1200)  # the first run installs torch and the dev extras
 def test_make_test_from_debian_python_reaches_the_first_test(
     kept_clone: Path, tmp_path: Path
 ) -> None:
