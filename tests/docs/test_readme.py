@@ -11,6 +11,7 @@ answer changes on purpose, paste the command's new output into the README.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -61,6 +62,20 @@ def _reader_folder(tmp_path: Path) -> Path:
     activate.parent.mkdir(parents=True)
     activate.write_text(f'export PATH="{Path(sys.executable).parent}:$PATH"\n')
     return tmp_path
+
+
+def test_quick_start_commands_are_the_ones_tested() -> None:
+    """The README's two commands are what CI and the fresh-clone tests run, on its address."""
+    quick_start = README.read_text().split("## Quick start", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", quick_start, re.DOTALL)
+    assert block is not None
+    commands = [line.split("#", 1)[0].strip() for line in block.group(1).splitlines()]
+    assert commands == ["make serve", "make test"]  # tests/docs/test_fresh_clone.py runs these
+    assert (REPO_ROOT / ".ci" / "run").read_text().rstrip().endswith("\nmake test")
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    defaults = dict(re.findall(r"^(HOST|PORT) \?= (\S+)$", makefile, re.M))
+    assert f"{defaults['HOST']}:{defaults['PORT']}" == README_ADDRESS
+    assert f"serves the bundled models on http://{README_ADDRESS}" in block.group(1)
 
 
 def test_readme_has_runnable_blocks() -> None:

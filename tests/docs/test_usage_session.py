@@ -28,7 +28,9 @@ from tests.docs.console import mismatch
 pytestmark = pytest.mark.slow
 
 DOC = REPO_ROOT / "docs" / "usage-session.md"
-DOC_PORT = "8011"  # the script's default, which the committed document shows
+SCRIPT = REPO_ROOT / "scripts" / "usage-session.sh"
+# The script's default port, which the committed document shows; the test serves on a free one.
+DOC_PORT = re.search(r"PORT=\$\{PORT:-(\d+)\}", SCRIPT.read_text()).group(1)  # type: ignore[union-attr]
 TOLERANCE = 0.05
 LOG_COMMANDS = ("$ python -m service serve", "$ kill ")
 
@@ -84,7 +86,7 @@ def test_usage_session_matches_a_fresh_recording(tmp_path: Path) -> None:
     }
     env.pop("MODEL_DIR", None)
     run = subprocess.run(
-        ["scripts/usage-session.sh"],
+        [str(SCRIPT)],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
