@@ -25,6 +25,7 @@ function returns a :class:`ByomSpec` (see ``export/examples/tiny_clip.py``).
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -157,6 +158,7 @@ def export_model(
             shutil.copytree(src, dst, dirs_exist_ok=True)
         else:
             shutil.copy2(src, dst)
+        make_readable(dst)
     graph = onnx.load(str(onnx_path)).graph
     provenance = {
         "created_by": "mmserve export byom",
@@ -180,6 +182,28 @@ def export_model(
     )
     write_manifest(manifest, out_dir)
     return manifest
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_readable(path: Path) -> None:
+    """Give a copied side file or folder the modes a new file would get (0644/0755 under the
+    usual umask 022).
+
+    ``copytree`` and ``copy2`` copy the source's modes, and a side folder made with
+    ``tempfile.mkdtemp`` is 0700: the model folder would then be readable by its creator only,
+    and a server running as another user (the container's ``mmserve``) could not load it.
+    """
+    mask = _umask()
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for p in paths:
+        if p.is_symlink():
+            continue
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 def load_factory(ref: str) -> ByomSpec:

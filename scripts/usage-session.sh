@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Reproduces docs/usage-session.md: run from the repository root. MODEL_DIR overrides the models.
+# Records docs/usage-session.md: starts the service, runs every command shown there and writes
+# what they print. Run it as `make usage-session` (in the project's virtual environment) after
+# any change to what the service answers; tests/docs/test_usage_session.py re-records into a
+# temporary file and fails when the committed document differs.
+#   PORT (8011)  MODEL_DIR (onnx_models/)  OUT (docs/usage-session.md)
 set -uo pipefail
-PORT=8011
+cd "$(dirname "$0")/.."
+PORT=${PORT:-8011}
 OUT=${OUT:-docs/usage-session.md}
 WORK=$(mktemp -d)
 run() {  # show a command and its output as a console block
@@ -14,7 +19,9 @@ run() {  # show a command and its output as a console block
 echo "# Trying mmserve as a new user"
 echo
 echo "A transcript, recorded on $(date -u +%Y-%m-%d) on a 2-core Linux machine with the models"
-echo "committed in \`onnx_models/\`. Commands run from the repository root unless noted."
+echo "committed in \`onnx_models/\`. Commands run from the repository root unless noted, in the"
+echo "project's virtual environment (\`. .venv/bin/activate\`; \`make serve\` makes it). It is"
+echo "re-recorded with \`make usage-session\`, and a test checks that it still matches."
 echo
 echo "## Start the service"
 echo
@@ -23,9 +30,13 @@ echo "\$ python -m service serve --port $PORT --workers 2"
 python -m service serve --port $PORT --workers 2 ${MODEL_DIR:+--model-dir "$MODEL_DIR"} >"$WORK/server.log" 2>&1 &
 SERVER=$!
 # /readyz answers from whichever worker is up; wait for both to finish starting.
-for _ in $(seq 1 240); do
+for _ in $(seq 1 480); do
   [ "$(grep -c 'Application startup complete' "$WORK/server.log")" -ge 2 ] && break; sleep 0.25
 done
+if [ "$(grep -c 'Application startup complete' "$WORK/server.log")" -lt 2 ]; then
+  kill $SERVER 2>/dev/null; cat "$WORK/server.log" >&2; echo "usage-session: the server did not start" >&2
+  exit 1
+fi
 curl -s -w '  HTTP %{http_code}\n' "http://127.0.0.1:$PORT/readyz" >/dev/null
 grep -v '"GET /readyz' "$WORK/server.log"
 echo '```'
@@ -69,7 +80,7 @@ run "curl -s -w '  HTTP %{http_code}\n' http://127.0.0.1:$PORT/readyz"
 echo
 echo "## The API documentation"
 echo
-echo 'Open <http://127.0.0.1:8011/docs> in a browser: every endpoint is listed with its answers and'
+echo "Open <http://127.0.0.1:$PORT/docs> in a browser: every endpoint is listed with its answers and"
 echo 'errors, and the upload endpoints offer a text box and two file pickers with "Try it out"'
 echo 'already on. The page needs no internet access (its assets are served locally).'
 echo
@@ -82,8 +93,9 @@ echo "## Stop it"
 echo
 echo '```console'
 echo '$ kill -TERM <server pid>    # or Ctrl+C: in-flight requests finish, then it exits'
+before=$(wc -l <"$WORK/server.log")
 kill -TERM $SERVER; wait $SERVER
-tail -n 4 "$WORK/server.log"
+tail -n +$((before + 1)) "$WORK/server.log"  # everything the shutdown logged
 echo '```'
 } > "$OUT"
 rm -rf "$WORK"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +100,24 @@ def test_parity_failure_is_reported(tmp_path: Path) -> None:
             tmp_path,
             output_names=["y"],
         )
+
+
+def test_exported_folder_is_readable_by_other_users(tmp_path: Path) -> None:
+    """The factory's tokenizer folder comes from ``mkdtemp`` (mode 0700); the copy in the model
+    folder must get ordinary modes, or a server running as another user cannot read it."""
+    spec = tiny_clip()  # tokenizer saved into a fresh mkdtemp folder
+    source = spec.side_files["tokenizer"]
+    assert stat.S_IMODE(source.stat().st_mode) == 0o700
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "tiny-clip" / "1"
+        export_spec(spec, out)
+    finally:
+        os.umask(old)
+    folders = [p for p in out.rglob("*") if p.is_dir()]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert out / "tokenizer" in folders and out / "tokenizer" / "tokenizer.json" in files
+    for folder in [out, *folders]:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+    for file in files:
+        assert stat.S_IMODE(file.stat().st_mode) == 0o644, file
