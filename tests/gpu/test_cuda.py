@@ -34,7 +34,7 @@ def test_cuda_matches_cpu_for_every_modality_subset(folder: Path) -> None:
 
 
 def test_service_answers_on_cuda() -> None:
-    uploads = make_uploads().as_fields()
+    uploads: dict[str, bytes | str] = {k: v for k, v in make_uploads().as_fields().items()}
     answers = {}
     for providers in (CUDA_FIRST, ["CPUExecutionProvider"]):
         settings = make_settings(MODELS, runtime={"providers": providers})

@@ -102,16 +102,17 @@ def test_auto_asks_for_cuda_with_its_options_when_the_build_has_it() -> None:
     available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     plan = ep.plan_providers(runtime, available)
     assert plan.names == ["CUDAExecutionProvider", "CPUExecutionProvider"]  # no TensorRT
-    name, options = plan.providers[0]
-    assert name == "CUDAExecutionProvider"
-    assert options == {
-        "device_id": 1,
-        "arena_extend_strategy": "kNextPowerOfTwo",
-        "cudnn_conv_algo_search": "EXHAUSTIVE",
-        "do_copy_in_default_stream": 1,
-        "use_tf32": 1,
-        "gpu_mem_limit": 2**30,
-    }
+    assert plan.providers[0] == (
+        "CUDAExecutionProvider",
+        {
+            "device_id": 1,
+            "arena_extend_strategy": "kNextPowerOfTwo",
+            "cudnn_conv_algo_search": "EXHAUSTIVE",
+            "do_copy_in_default_stream": 1,
+            "use_tf32": 1,
+            "gpu_mem_limit": 2**30,
+        },
+    )
     assert plan.reason is None
 
 
