@@ -44,7 +44,7 @@ _PREFERENCE = (
 # Azure is a remote-call provider that every wheel lists; it runs no graph nodes.
 _AUTO_SKIP = {"TensorrtExecutionProvider", "AzureExecutionProvider"}
 GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", CUDA, "ROCMExecutionProvider"})
-INSTALL_HINT = "install the GPU build: pip install 'mmserve[gpu]' (README, GPU)"
+INSTALL_HINT = "install the GPU build: pip install 'mmserve[gpu]' (docs/gpu.md)"
 
 ProviderSpec = str | tuple[str, dict[str, Any]]
 
@@ -173,22 +173,22 @@ def first_load_error(libraries: list[str]) -> str | None:
 
 def diagnose_cuda() -> str:
     """Why the CUDA provider did not start, as precisely as the dynamic loader can say."""
-    capi = Path(ort.__file__).parent / "capi"
-    problem = first_load_error(["libcuda.so.1"])
-    if problem is not None:
-        return f"no NVIDIA driver ({problem})"
+    problems = []
+    if (driver := first_load_error(["libcuda.so.1"])) is not None:
+        problems.append(f"no NVIDIA driver ({driver})")
     # Loading the provider's own library names the first CUDA/cuDNN library it cannot find.
-    shared = capi / "libonnxruntime_providers_shared.so"
+    capi = Path(ort.__file__).parent / "capi"
     cuda = capi / "libonnxruntime_providers_cuda.so"
     if cuda.is_file():
         try:
-            ctypes.CDLL(str(shared), mode=ctypes.RTLD_GLOBAL)
+            ctypes.CDLL(str(capi / "libonnxruntime_providers_shared.so"), mode=ctypes.RTLD_GLOBAL)
         except OSError:
             pass  # the next load names the problem
-        problem = first_load_error([str(cuda)])
-        if problem is not None:
-            return f"the CUDA provider's libraries do not load ({problem}); {INSTALL_HINT}"
-    return "the CUDA provider did not start (its libraries load; see onnxruntime's log above)"
+        if (library := first_load_error([str(cuda)])) is not None:
+            problems.append(f"the CUDA provider's libraries do not load ({library})")
+    if not problems:
+        return "the CUDA provider did not start (its libraries load; see onnxruntime's log)"
+    return "; ".join(problems) + f"; {INSTALL_HINT}"
 
 
 def fallback_reason(plan: ProviderPlan, in_use: list[str]) -> str | None:

@@ -135,9 +135,28 @@ def test_a_cuda_provider_that_did_not_start_is_a_fallback_or_an_error() -> None:
 def test_the_diagnosis_names_what_the_loader_could_not_find() -> None:
     # No GPU build here: the provider library is absent, so the driver or nothing is named.
     reason = ep.diagnose_cuda()
-    assert reason.startswith(("no NVIDIA driver (", "the CUDA provider did not start"))
+    assert reason.startswith(("no NVIDIA driver (libcuda.so.1", "the CUDA provider did not"))
     assert ep.first_load_error(["libmmserve-does-not-exist.so.1"]) is not None
     assert ep.first_load_error([]) is None
+
+
+@pytest.mark.skipif(CPU_ONLY_BUILD, reason="needs onnxruntime-gpu (pip install 'mmserve[gpu]')")
+def test_a_gpu_build_whose_cuda_does_not_start_falls_back_with_the_loader_reason(
+    model_folder: Path,
+) -> None:
+    """onnxruntime-gpu on a machine without a driver or CUDA libraries: ONNX Runtime runs on
+    the CPU without an error; the service notices and asks the dynamic loader why."""
+    manifest = load_manifest(model_folder)
+    session = ModelSession.open(model_folder / manifest.model_file, Runtime())
+    if session.on_gpu:
+        pytest.skip("CUDA starts on this machine (tests/gpu covers it)")
+    reason = session.execution.fallback_reason
+    assert reason is not None
+    assert reason.startswith("CUDAExecutionProvider requested but not in use: ")
+    assert "cannot open shared object file" in reason or "did not start" in reason
+    explicit = Runtime(providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(ep.ProviderUnavailable, match="requested but not in use"):
+        ModelSession.open(model_folder / manifest.model_file, explicit)
 
 
 def test_gpu_batch_size_applies_only_on_a_gpu(model_folder: Path) -> None:
