@@ -16,7 +16,7 @@
 #                           (docs/gpu.md says how) and run_on_device.sh joins them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DEST=.whl/gpu
+DEST=${DEST:-.whl/gpu}
 PYVER=${PYVER:-3.12}
 ORT_SPEC=${ORT_SPEC:-onnxruntime-gpu==1.31.1}
 PART_MIB=${PART_MIB:-45}
@@ -37,6 +37,7 @@ WHEELS=(
   soxr==1.1.0 soundfile==0.14.0 cffi==2.1.1 pycparser==3.12
 )
 
+rm -rf "$DEST/wheels"  # one version of each package: two stop the install
 mkdir -p "$DEST/wheels" "$DEST/bin" "$DEST/ort"
 $PIP download --quiet --no-deps --only-binary=:all: --python-version "$PYVER" \
   --implementation cp "${PLATFORMS[@]}" -d "$DEST/wheels" "${WHEELS[@]}"

@@ -6,7 +6,7 @@
 #                                             # in for CUDA and tiny sizes (a rehearsal)
 #   STEPS="parity service" scripts/gpu/run_on_device.sh   # a subset of the steps
 #
-# Steps: install (the wheels of .whl/gpu/, onnxruntime-gpu joined from its parts), env,
+# Steps: install (the wheels of .whl/gpu/ or $WHL, onnxruntime-gpu joined from its parts), env,
 # parity (CUDA vs CPU, every bundled model and modality subset), service (serve with CUDA,
 # predict), pytest (tests/gpu + tests/service/test_providers.py), bench (python -m service
 # bench, CUDA then CPU, 16 workers, c=32/128), big (a ViT-B/32-size CLIP exported here and
@@ -26,6 +26,7 @@ mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 SITE=${SITE:-/tmp/mmserve-site}
 STAGE=${STAGE:-/tmp/mmserve-gpu-stage}   # parts carried by earlier calls (docs/gpu.md)
+WHL=${WHL:-.whl/gpu}                     # what scripts/gpu/fetch_wheels.sh gathered
 STEPS=${STEPS:-install env parity service pytest bench big}
 export PYTHONUNBUFFERED=1
 
@@ -59,32 +60,36 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run it, record its exit status, retu
 
 install() {
   mkdir -p "$SITE"
-  if compgen -G ".whl/gpu/wheels/*.whl" >/dev/null; then
+  [ -f $WHL/bin/hey ] && chmod +x $WHL/bin/hey  # the copy may drop the mode bits
+  if compgen -G "$WHL/wheels/*.whl" >/dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target "$SITE" .whl/gpu/wheels/*.whl || return 1
+      --target "$SITE" "$WHL"/wheels/*.whl || return 1
   fi
   # Parts carried by this call (.whl/gpu/ort) or kept from earlier calls (the stage).
   local parts=() name
-  for name in $( (ls .whl/gpu/ort; ls "$STAGE") 2>/dev/null | grep '^ort.tar.xz.part' | sort -u); do
-    if [ -f ".whl/gpu/ort/$name" ]; then parts+=(".whl/gpu/ort/$name"); else parts+=("$STAGE/$name"); fi
+  for name in $( (ls "$WHL/ort"; ls "$STAGE") 2>/dev/null | grep '^ort.tar.xz.part' | sort -u); do
+    if [ -f "$WHL/ort/$name" ]; then parts+=("$WHL/ort/$name"); else parts+=("$STAGE/$name"); fi
   done
   if [ ${#parts[@]} -gt 0 ]; then
     local want got
-    want=$(cat .whl/gpu/ort/ort.sha256 "$STAGE"/ort.sha256 2>/dev/null | head -1)
+    want=$(cat "$WHL/ort/ort.sha256" "$STAGE"/ort.sha256 2>/dev/null | head -1)
     got=$(cat "${parts[@]}" | sha256sum | cut -d' ' -f1)
     if [ "$want" != "$got" ]; then
       log "onnxruntime parts incomplete or damaged: sha256 $got, want $want; parts: ${parts[*]}"
       return 1
     fi
-    cat "${parts[@]}" | xz -dc | tar -C "$SITE" -xf - || return 1
-    log "installed $(cat .whl/gpu/ort/wheel-name "$STAGE"/wheel-name 2>/dev/null | head -1)"
+    # Python's lzma and tarfile: the device image may have no xz.
+    cat "${parts[@]}" | "$PY" -c 'import sys, tarfile
+with tarfile.open(fileobj=sys.stdin.buffer, mode="r|xz") as tar:
+    tar.extractall(sys.argv[1], filter="data")' "$SITE" || return 1
+    log "installed $(cat "$WHL/ort/wheel-name" "$STAGE"/wheel-name 2>/dev/null | head -1)"
   elif [ $CPU_ONLY = 0 ]; then
-    log "no onnxruntime-gpu parts in .whl/gpu/ort or $STAGE (scripts/gpu/fetch_wheels.sh)"
+    log "no onnxruntime-gpu parts in $WHL/ort or $STAGE (scripts/gpu/fetch_wheels.sh)"
   fi
 }
 
 export PYTHONPATH="$SITE:$REPO${PYTHONPATH:+:$PYTHONPATH}"
-export PATH="$REPO/.whl/gpu/bin:$PATH"
+export PATH="$(cd "$WHL" 2>/dev/null && pwd)/bin:$PATH"
 step install 180 install
 
 env_facts() {
