@@ -8,8 +8,9 @@ benchmark's PNG, WAV and text, for each non-empty subset of the model's modaliti
     python -m scripts.gpu.parity --providers CUDAExecutionProvider,CPUExecutionProvider \\
         --out parity.json
 
-With ``--providers CPUExecutionProvider`` it compares the CPU with itself (differences 0): the
-way to run the whole script on a machine without a GPU.
+When CUDA is over the tolerance with TF32 on, the run is repeated with it off (``tf32_off`` in
+the JSON). With ``--providers CPUExecutionProvider`` it compares the CPU with itself
+(differences 0): the way to run the whole script on a machine without a GPU.
 """
 
 from __future__ import annotations
@@ -108,6 +109,16 @@ def main(argv: list[str] | None = None) -> int:
         {"providers": args.providers, "cuda": {"use_tf32": not args.no_tf32}}
     )
     result = run(args.model_dir, runtime)
+    if (
+        not result["passed"]
+        and runtime.cuda.use_tf32
+        and "CUDAExecutionProvider" in runtime.providers
+    ):
+        # Over the tolerance: the same with TF32 off says whether TF32 is the cause.
+        fp32 = runtime.model_copy(
+            update={"cuda": runtime.cuda.model_copy(update={"use_tf32": False})}
+        )
+        result["tf32_off"] = run(args.model_dir, fp32)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     for model in result["models"]:
         print(

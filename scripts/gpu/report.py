@@ -1,6 +1,6 @@
 """The device run's results as one markdown page: ``python -m scripts.gpu.report OUT_DIR``.
 
-Reads what ``run_on_device.sh`` wrote (``checks.json``, ``parity*.json``, ``service.json``,
+Reads what ``run_on_device.sh`` wrote (``checks.json``, ``parity.json``, ``service.json``,
 ``bench-*.json``, ``big-model.json``); a missing file becomes a line saying the step did not
 produce it, so a partial run still reports what it has.
 """
@@ -77,9 +77,10 @@ def _bench(benches: dict[str, dict[str, Any] | None]) -> list[str]:
 def report(out: Path) -> str:
     checks = _load(out, "checks.json") or {}
     lines = ["# mmserve on the GPU machine", "", "```", json.dumps(checks, indent=2), "```", ""]
-    lines += _parity(_load(out, "parity.json"), "Parity, CUDA vs CPU")
-    if (fp32 := _load(out, "parity-fp32.json")) is not None:
-        lines += _parity(fp32, "Parity with TF32 off")
+    parity = _load(out, "parity.json")
+    lines += _parity(parity, "Parity, CUDA vs CPU")
+    if parity is not None and "tf32_off" in parity:
+        lines += _parity(parity["tf32_off"], "Parity with TF32 off")
     lines += _service(_load(out, "service.json"))
     lines += ["**Benchmark** (`python -m service bench`, service with batching)", ""]
     lines += _bench({"CPU": _load(out, "bench-cpu.json"), "CUDA": _load(out, "bench-cuda.json")})
