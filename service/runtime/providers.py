@@ -101,6 +101,7 @@ def _with_options(name: str, runtime: Runtime) -> ProviderSpec:
 
 def plan_providers(runtime: Runtime, available: list[str] | None = None) -> ProviderPlan:
     """Turn ``runtime.providers`` into the list for ONNX Runtime (raises for explicit misses)."""
+    warn_if_both_builds()
     available = ort.get_available_providers() if available is None else available
     requested = list(runtime.providers) or ["auto"]
     if requested == ["auto"]:
@@ -142,6 +143,17 @@ def installed_distributions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
+
+
+@functools.cache
+def warn_if_both_builds() -> None:
+    if len(installed_distributions()) > 1:
+        log.warning(
+            "both onnxruntime and onnxruntime-gpu are installed: they share the onnxruntime "
+            "package, and the one in use is %s from %s; keep one (docs/gpu.md)",
+            ort.__version__,
+            Path(ort.__file__).parent,
+        )
 
 
 @functools.cache
