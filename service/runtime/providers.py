@@ -197,10 +197,13 @@ def diagnose_cuda() -> str:
         except OSError:
             pass  # the next load names the problem
         if (library := first_load_error([str(cuda)])) is not None:
-            problems.append(f"the CUDA provider's libraries do not load ({library})")
+            problems.append(
+                f"the CUDA provider's libraries do not load ({library}; the CUDA 13 and cuDNN 9 "
+                "wheels come with pip install 'mmserve[gpu]')"
+            )
     if not problems:
         return "the CUDA provider did not start (its libraries load; see onnxruntime's log)"
-    return "; ".join(problems) + f"; {INSTALL_HINT}"
+    return "; ".join(problems) + " (docs/gpu.md)"
 
 
 def fallback_reason(plan: ProviderPlan, in_use: list[str]) -> str | None:
