@@ -40,7 +40,7 @@ from service.metrics import Metrics
 from service.model_dir import scan
 from service.runtime.batching import Batcher
 from service.runtime.extract import extract_row
-from service.runtime.session import ModelSession, resolve_providers
+from service.runtime.session import ModelSession
 from service.runtime.threads import CpuRunner
 from service.runtime.warmup import warm_up
 from service.settings import Limits, Settings
@@ -84,10 +84,11 @@ def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
 
 
-def _effective_batching(manifest: Manifest, settings: Settings) -> BatchingSpec:
+def _effective_batching(manifest: Manifest, settings: Settings, *, on_gpu: bool) -> BatchingSpec:
     override = settings.batching
+    gpu_size = override.gpu_max_batch_size if on_gpu else None
     return BatchingSpec(
-        max_batch_size=override.max_batch_size or manifest.batching.max_batch_size,
+        max_batch_size=override.max_batch_size or gpu_size or manifest.batching.max_batch_size,
         max_wait_ms=(
             manifest.batching.max_wait_ms if override.max_wait_ms is None else override.max_wait_ms
         ),
@@ -106,13 +107,7 @@ def _open_model(path: Path, settings: Settings) -> tuple[Manifest, Tokenizer | N
     text = manifest.modalities.text
     if isinstance(text, TextRecipe):
         tokenizer = load_tokenizer(path / text.tokenizer_dir, text.max_length)
-    runtime = settings.runtime
-    session = ModelSession(
-        path / manifest.model_file,
-        providers=resolve_providers(runtime.providers),
-        intra_op_threads=runtime.intra_op_threads,
-        inter_op_threads=runtime.inter_op_threads,
-    )
+    session = ModelSession.open(path / manifest.model_file, settings.runtime)
     return manifest, tokenizer, session
 
 
@@ -214,7 +209,7 @@ class ModelRepository:
         if not (path / MANIFEST_FILENAME).is_file():
             raise FileNotFoundError(f"no {MANIFEST_FILENAME} in {path}")
         manifest, tokenizer, session = await self._cpu.run(_open_model, path, self.settings)
-        batching = _effective_batching(manifest, self.settings)
+        batching = _effective_batching(manifest, self.settings, on_gpu=session.on_gpu)
         warmup_s = await self._cpu.run(warm_up, session, manifest, batching.max_batch_size)
         batcher = Batcher(
             session,

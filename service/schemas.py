@@ -197,6 +197,19 @@ class BatchingInfo(BatchingSpec):
     request_timeout_s: float
 
 
+class ExecutionDetail(BaseModel):
+    """How the model's ONNX Runtime session runs (see README, GPU)."""
+
+    providers_requested: list[str] = Field(description="The providers setting, e.g. ['auto'].")
+    providers_in_use: list[str] = Field(description="What the session got, in priority order.")
+    fallback_reason: str | None = Field(
+        description="Why no accelerator is in use although 'auto' looked for one; null when "
+        "every requested provider is in use."
+    )
+    device_id: int | None = Field(description="The CUDA device, when CUDA is in use.")
+    onnxruntime: str = Field(description="The installed onnxruntime distribution(s).")
+
+
 class ModelDetail(BaseModel):
     name: str
     version: str
@@ -211,6 +224,7 @@ class ModelDetail(BaseModel):
     outputs: list[TensorSpec]
     limits: Limits
     execution_providers: list[str] = Field(description="ONNX Runtime providers in use.")
+    execution: ExecutionDetail
     batching: BatchingInfo
     warmup_s: float
     evaluation: dict[str, Any] = Field(description="The exporter's evaluation summary.")

@@ -43,8 +43,39 @@ class Batching(BaseModel):
 
     max_batch_size: int | None = Field(default=None, gt=0)
     max_wait_ms: float | None = Field(default=None, ge=0)
+    # Provisional: a GPU run's cost grows little with the batch, so bigger batches pay there;
+    # the value is to be measured on a GPU (docs/benchmark.md, GPU).
+    gpu_max_batch_size: int | None = Field(
+        default=64,
+        gt=0,
+        description="Rows per run for models on a GPU provider, unless max_batch_size is set; "
+        "None keeps the manifest's.",
+    )
     max_queue: int = Field(default=256, gt=0, description="Queued rows per model before 429.")
     request_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class Cuda(BaseModel):
+    """ONNX Runtime's CUDA provider options that matter for serving (ONNX Runtime's defaults)."""
+
+    device_id: int = Field(default=0, ge=0, description="GPU index every worker's sessions use.")
+    gpu_mem_limit_bytes: int | None = Field(
+        default=None, gt=0, description="Cap on the CUDA arena per session; None: no cap."
+    )
+    arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = Field(
+        default="kNextPowerOfTwo",
+        description="How the arena grows: powers of two (fewer allocations) or exactly.",
+    )
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        default="EXHAUSTIVE",
+        description="cuDNN convolution algorithm search, paid once per input shape (warm-up).",
+    )
+    do_copy_in_default_stream: bool = Field(
+        default=True, description="Copies on the compute stream (ONNX Runtime: keep True)."
+    )
+    use_tf32: bool = Field(
+        default=True, description="TF32 matrix products on Ampere and newer (faster, ~1e-3)."
+    )
 
 
 class Runtime(BaseModel):
@@ -62,6 +93,7 @@ class Runtime(BaseModel):
         gt=0,
         description="Threads per model and worker that decode, extract features and run batches.",
     )
+    cuda: Cuda = Cuda()
 
     @field_validator("providers", mode="before")
     @classmethod
@@ -69,6 +101,23 @@ class Runtime(BaseModel):
         if isinstance(value, str):
             return [p.strip() for p in value.split(",") if p.strip()]
         return value
+
+    @field_validator("providers")
+    @classmethod
+    def _check_providers(cls, value: list[str]) -> list[str]:
+        # Names are checked against the installed build when sessions open (this module
+        # must not import onnxruntime); here only what no build could accept.
+        if "auto" in value and value != ["auto"]:
+            raise ValueError("'auto' cannot be combined with provider names")
+        if len(set(value)) != len(value):
+            raise ValueError(f"a provider is named twice: {value}")
+        bad = [p for p in value if p != "auto" and not p.endswith("ExecutionProvider")]
+        if bad:
+            raise ValueError(
+                f"unknown provider name(s) {bad}: use 'auto' or ONNX Runtime's names, "
+                "e.g. CUDAExecutionProvider,CPUExecutionProvider"
+            )
+        return value or ["auto"]
 
 
 class Auth(BaseModel):

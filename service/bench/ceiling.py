@@ -97,16 +97,22 @@ def _process_worker(
     seconds: float,
     barrier: Barrier,
     results: mp.Queue[tuple[int, float]],
+    providers: list[str] | None,
 ) -> None:
     with threadpool_limits(1):
-        model = load_model(model_dir)
+        model = load_model(model_dir, providers=providers)
         _warm(model, uploads, batch_size)
         barrier.wait(_START_TIMEOUT_S)  # start together, once every worker is loaded and warm
         results.put(_loop(model, uploads, batch_size, seconds))
 
 
 def run_processes(
-    model_dir: Path, uploads: Uploads, workers: int, batch_size: int, seconds: float
+    model_dir: Path,
+    uploads: Uploads,
+    workers: int,
+    batch_size: int,
+    seconds: float,
+    providers: list[str] | None = None,
 ) -> CeilingRun:
     # spawn, not fork: a forked copy of a process holding ONNX Runtime threads is unsafe.
     context = mp.get_context("spawn")
@@ -115,7 +121,7 @@ def run_processes(
     procs = [
         context.Process(
             target=_process_worker,
-            args=(model_dir, uploads, batch_size, seconds, barrier, results),
+            args=(model_dir, uploads, batch_size, seconds, barrier, results, providers),
         )
         for _ in range(workers)
     ]

@@ -7,10 +7,14 @@ Only argparse at import time: ``service.cli`` imports :func:`add_arguments` to b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.bench.runner import Plan
 
 DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "onnx_models"
 TARGET_MISSED = 1  # the run completed but a target printed FAIL
@@ -34,6 +38,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help=f"exit 0 even when a target fails (by default such a run exits {TARGET_MISSED})",
     )
+    parser.add_argument(
+        "--providers",
+        type=_names,
+        help="ONNX Runtime providers for the service and the ceiling, comma-separated "
+        "(default: the service's default, auto)",
+    )
+    parser.add_argument(
+        "--concurrency", type=_counts, help="hey concurrencies, comma-separated (default 1,8,32)"
+    )
+    parser.add_argument("--load-seconds", type=float, help="seconds per load run (default 8)")
+    parser.add_argument("--soak-requests", type=int, help="requests in the soak (default 10000)")
+    parser.add_argument("--ceiling-batch-size", type=int, help="ceiling's batch (default 8)")
+
+
+def _names(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _counts(value: str) -> tuple[int, ...]:
+    counts = tuple(int(v) for v in _names(value))
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("concurrencies must be positive integers")
+    return counts
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    from service.bench.runner import QUICK, Plan
+
+    changes = {
+        "concurrencies": args.concurrency,
+        "load_seconds": args.load_seconds,
+        "soak_requests": args.soak_requests,
+        "ceiling_batch_size": args.ceiling_batch_size,
+    }
+    plan = QUICK if args.quick else Plan()
+    return dataclasses.replace(plan, **{k: v for k, v in changes.items() if v is not None})
 
 
 def exit_status(summary: dict[str, Any], *, no_fail: bool) -> int:
@@ -55,16 +95,17 @@ def exit_status(summary: dict[str, Any], *, no_fail: bool) -> int:
 def run_from_args(args: argparse.Namespace) -> int:
     from service.bench.load import LoadGeneratorMissing
     from service.bench.report import table
-    from service.bench.runner import QUICK, Options, Plan, run
+    from service.bench.runner import Options, run
     from service.bench.servers import ServerFailed
 
     options = Options(
-        plan=QUICK if args.quick else Plan(),
+        plan=_plan(args),
         quick=args.quick,
         repository=args.model_dir,
         model=args.model,
         workers=args.workers,
         baseline=not args.no_baseline,
+        providers=args.providers,
     )
     try:
         summary = run(options)

@@ -17,8 +17,8 @@ from service.features.text import load_tokenizer
 from service.manifest import Manifest, Modality, load_manifest
 from service.runtime.extract import extract_row
 from service.runtime.rows import FeatureRow, collate, split_rows
-from service.runtime.session import ModelSession, resolve_providers
-from service.settings import Limits
+from service.runtime.session import ModelSession
+from service.settings import Limits, Runtime
 
 DEFAULT_MODEL = "digits-xattn"
 
@@ -48,14 +48,15 @@ def latest_version(repository: Path, name: str) -> Path:
     )
 
 
-def load_model(model_dir: Path, *, intra_op_threads: int = 1) -> InProcessModel:
+def load_model(
+    model_dir: Path, *, intra_op_threads: int = 1, providers: list[str] | None = None
+) -> InProcessModel:
+    """``providers`` as the service's setting (default ``auto``), CUDA options at defaults."""
     manifest = load_manifest(model_dir)
     text = manifest.modalities.text
     tokenizer = load_tokenizer(model_dir / text.tokenizer_dir) if text is not None else None
-    session = ModelSession(
-        model_dir / manifest.model_file,
-        providers=resolve_providers(["auto"]),
-        intra_op_threads=intra_op_threads,
-        inter_op_threads=1,
+    runtime = Runtime(
+        providers=providers or ["auto"], intra_op_threads=intra_op_threads, inter_op_threads=1
     )
+    session = ModelSession.open(model_dir / manifest.model_file, runtime)
     return InProcessModel(manifest, tokenizer, session, Limits())

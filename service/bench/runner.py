@@ -41,6 +41,7 @@ BATCH_SIZE_ENV = "MMSERVE_BATCHING__MAX_BATCH_SIZE"
 # Connections are sampled this many times, 20 ms apart, keeping the most each worker held:
 # the baseline closes every connection after one answer (see service.bench.connections).
 CONNECTION_SAMPLES = 10
+PROVIDERS_ENV = "MMSERVE_RUNTIME__PROVIDERS"
 # Thread pools every process under test starts with (see docs/benchmark.md).
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
@@ -76,6 +77,7 @@ class Options:
     model: str = "digits-xattn"
     workers: int | None = None  # None: the service's default
     baseline: bool = True
+    providers: list[str] | None = None  # None: the service's default (auto), ceiling too
 
 
 # Other work on the machine above this 1-minute load per core makes figures incomparable.
@@ -107,6 +109,8 @@ def service_spec(options: Options, *, batching: bool, port: int) -> ServerSpec:
         "MMSERVE_MODEL_DIR": str(options.repository),
         "MMSERVE_DEFAULT_MODEL": options.model,
     }
+    if options.providers is not None:
+        extra[PROVIDERS_ENV] = ",".join(options.providers)
     if not batching:
         extra[BATCH_SIZE_ENV] = "1"
     env = _clean_env(extra)
@@ -248,10 +252,12 @@ def measure_server(
     return figures
 
 
-def measure_ceiling(model_dir: Path, uploads: Uploads, plan: Plan) -> dict[str, Any]:
+def measure_ceiling(
+    model_dir: Path, uploads: Uploads, plan: Plan, providers: list[str] | None = None
+) -> dict[str, Any]:
     cores = usable_cores()
     with threadpool_limits(1):
-        model = load_model(model_dir)
+        model = load_model(model_dir, providers=providers)
         single_ms = ceiling.single_request_ms(model, uploads, plan.single_requests)
         log(f"in-process single request: {single_ms:.2f} ms (median of {plan.single_requests})")
         threads = ceiling.run_threads(
@@ -259,11 +265,12 @@ def measure_ceiling(model_dir: Path, uploads: Uploads, plan: Plan) -> dict[str, 
         )
     log(f"ceiling, {cores} threads: {threads.rps:.1f} rps")
     processes = ceiling.run_processes(
-        model_dir, uploads, cores, plan.ceiling_batch_size, plan.ceiling_seconds
+        model_dir, uploads, cores, plan.ceiling_batch_size, plan.ceiling_seconds, providers
     )
     log(f"ceiling, {cores} processes: {processes.rps:.1f} rps")
     best = max(threads, processes, key=lambda run: run.rps)
     return {
+        "ceiling_providers": model.session.providers_in_use,
         "ceiling_rps": round(best.rps, 1),
         "inprocess_single_ms": round(single_ms, 3),
         "ceiling": {"layout": best.layout, "runs": [threads.to_dict(), processes.to_dict()]},
@@ -271,7 +278,11 @@ def measure_ceiling(model_dir: Path, uploads: Uploads, plan: Plan) -> dict[str, 
 
 
 def remeasure_ceiling(
-    model_dir: Path, uploads: Uploads, plan: Plan, summary: dict[str, Any]
+    model_dir: Path,
+    uploads: Uploads,
+    plan: Plan,
+    summary: dict[str, Any],
+    providers: list[str] | None = None,
 ) -> None:
     """Measure the best layout again after the servers; ``ceiling_rps`` becomes the mean.
 
@@ -283,12 +294,13 @@ def remeasure_ceiling(
     layout = summary["ceiling"]["layout"]
     if layout == "processes":
         again = ceiling.run_processes(
-            model_dir, uploads, cores, plan.ceiling_batch_size, plan.ceiling_seconds
+            model_dir, uploads, cores, plan.ceiling_batch_size, plan.ceiling_seconds, providers
         )
     else:
         with threadpool_limits(1):
             again = ceiling.run_threads(
-                load_model(model_dir), uploads, cores, plan.ceiling_batch_size,
+                load_model(model_dir, providers=providers), uploads, cores,
+                plan.ceiling_batch_size,
                 plan.ceiling_seconds,
             )  # fmt: skip
     log(f"ceiling again, {cores} {layout}: {again.rps:.1f} rps")
@@ -322,7 +334,8 @@ def run(options: Options) -> dict[str, Any]:
         "audio_source": uploads.audio_source,
     }
     log(f"model {model_dir}; audio: {uploads.audio_source}")
-    summary.update(measure_ceiling(model_dir, uploads, plan))
+    summary["providers"] = options.providers or ["auto"]
+    summary.update(measure_ceiling(model_dir, uploads, plan, options.providers))
     with tempfile.TemporaryDirectory(prefix="mmserve-bench-") as tmp:
         tmp_dir = Path(tmp)
         payload, content_type = multipart_body(uploads)
@@ -330,7 +343,7 @@ def run(options: Options) -> dict[str, Any]:
         body_path.write_bytes(payload)
         body = Body(body_path, content_type)
         servers = _measure_servers(options, model_dir, body, tmp_dir)
-    remeasure_ceiling(model_dir, uploads, plan, summary)
+    remeasure_ceiling(model_dir, uploads, plan, summary, options.providers)
     runs = [r for figures in servers for r in figures.runs]
     service = servers[0]
     assert service.soak is not None

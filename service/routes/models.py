@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter
 
 from service.deps import ModelPath, RepositoryDep, SettingsDep, VersionQuery
 from service.repository import LoadedModel, ModelRepository
+from service.runtime.providers import build_description
 from service.schemas import (
     BatchingInfo,
+    ExecutionDetail,
     ModelDetail,
     ModelFailure,
     ModelList,
@@ -53,6 +57,9 @@ def _detail(model: LoadedModel, repository: ModelRepository, settings: Settings)
         outputs=manifest.outputs,
         limits=settings.limits,
         execution_providers=model.session.providers_in_use,
+        execution=ExecutionDetail(
+            **asdict(model.session.execution), onnxruntime=build_description()
+        ),
         batching=BatchingInfo(
             **model.batching.model_dump(),
             max_queue=settings.batching.max_queue,

@@ -46,7 +46,6 @@ from service.v2.schemas import (
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
-_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider")
 
 
 class V2Route(APIRoute):
@@ -165,7 +164,7 @@ async def model_config(model: ModelDep, settings: SettingsDep) -> dict[str, Any]
         model.batching,
         max_queue=settings.batching.max_queue,
         timeout_s=settings.batching.request_timeout_s,
-        gpu=any(p in _GPU_PROVIDERS for p in model.session.providers_in_use),
+        gpu=model.session.on_gpu,
     )
 
 

@@ -1,4 +1,9 @@
-"""ONNX Runtime sessions: provider choice, thread pools, and error translation.
+"""ONNX Runtime sessions: thread pools, the providers they got, and error translation.
+
+Which providers to ask for, and what to do when ONNX Runtime quietly drops one, is
+:mod:`service.runtime.providers`; :meth:`ModelSession.open` applies it. One session per model
+and worker process: the worker's batch thread(s) share it (``InferenceSession.run`` is
+thread-safe), on the CPU and on the GPU alike.
 
 Thread pools are set deliberately. The service runs one worker process per core, each doing
 its own decoding and features in threads; ONNX Runtime's default intra-op pool (one thread per
@@ -14,37 +19,8 @@ import numpy as np
 import onnxruntime as ort
 
 from service.errors import InferenceFailed
-
-# Most capable first; "auto" picks the available ones in this order (CPU always last).
-_PREFERENCE = (
-    "TensorrtExecutionProvider",
-    "CUDAExecutionProvider",
-    "ROCMExecutionProvider",
-    "CoreMLExecutionProvider",
-    "DmlExecutionProvider",
-    "CPUExecutionProvider",
-)
-# TensorRT compiles engines per shape on first use: minutes, so "auto" does not pick it.
-_AUTO_SKIP = {"TensorrtExecutionProvider"}
-
-
-def resolve_providers(requested: list[str]) -> list[str]:
-    """Turn the settings' provider list into the list to hand ONNX Runtime.
-
-    ``["auto"]`` means every available accelerator in preference order, then CPU. Explicit
-    names must be available in this onnxruntime build, else ValueError names the missing one.
-    """
-    available = ort.get_available_providers()
-    if not requested or requested == ["auto"]:
-        chosen = [p for p in _PREFERENCE if p in available and p not in _AUTO_SKIP]
-        return chosen or ["CPUExecutionProvider"]
-    missing = [p for p in requested if p not in available]
-    if missing:
-        raise ValueError(
-            f"execution provider(s) {missing} not available in this onnxruntime build; "
-            f"available: {available}"
-        )
-    return list(requested)
+from service.runtime import providers as ep
+from service.settings import Runtime
 
 
 def session_options(intra_op_threads: int, inter_op_threads: int) -> ort.SessionOptions:
@@ -65,7 +41,7 @@ class ModelSession:
         self,
         path: Path,
         *,
-        providers: list[str],
+        providers: list[ep.ProviderSpec],
         intra_op_threads: int = 1,
         inter_op_threads: int = 1,
     ) -> None:
@@ -76,8 +52,33 @@ class ModelSession:
             providers=providers,
         )
         self.providers_in_use: list[str] = list(self._session.get_providers())
+        names = [p if isinstance(p, str) else p[0] for p in providers]
+        self.execution = ep.ExecutionInfo(names, self.providers_in_use)
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
+
+    @classmethod
+    def open(cls, path: Path, runtime: Runtime) -> ModelSession:
+        """The session the settings ask for: see :mod:`service.runtime.providers`.
+
+        Raises :class:`~service.runtime.providers.ProviderUnavailable` when an explicitly
+        named provider is not in this build or did not start.
+        """
+        plan = ep.plan_providers(runtime)
+        if ep.CUDA in plan.names:
+            ep.preload_cuda_libraries()
+        session = cls(
+            path,
+            providers=plan.providers,
+            intra_op_threads=runtime.intra_op_threads,
+            inter_op_threads=runtime.inter_op_threads,
+        )
+        session.execution = ep.check(plan, session.providers_in_use, runtime)
+        return session
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.execution.on_gpu
 
     def run(
         self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None

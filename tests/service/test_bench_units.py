@@ -181,3 +181,25 @@ def test_connections_of_one_request_each_are_seen() -> None:
         finally:
             stop.set()
             client.join()
+
+
+def test_flags_shape_the_plan_and_the_service_settings() -> None:
+    import argparse
+
+    from service.bench.cli import _plan, add_arguments
+    from service.bench.runner import QUICK, Options, service_spec
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        "--quick --concurrency 32,128 --load-seconds 3 --soak-requests 99 --ceiling-batch-size 64"
+        " --providers CUDAExecutionProvider,CPUExecutionProvider".split()
+    )
+    plan = _plan(args)
+    assert plan.concurrencies == (32, 128) and plan.load_seconds == 3.0
+    assert plan.soak_requests == 99 and plan.ceiling_batch_size == 64
+    assert plan.warmup_requests == QUICK.warmup_requests  # untouched fields keep --quick's
+    spec = service_spec(Options(plan=plan, providers=args.providers), batching=True, port=1)
+    assert spec.env["MMSERVE_RUNTIME__PROVIDERS"] == "CUDAExecutionProvider,CPUExecutionProvider"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--concurrency", "0,32"])
