@@ -61,6 +61,22 @@ class Runtime(BaseModel):
         return value
 
 
+class Repository(BaseModel):
+    """Noticing model folders added, replaced or removed while serving (:mod:`service.reload`)."""
+
+    poll_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often each worker compares the model folders with what it serves; "
+        "0 turns it off (then only the V2 repository load/unload change what is served).",
+    )
+    # Set by ``serve --workers N`` (a folder of its own per replica); unset: one process only.
+    control_dir: Path | None = Field(
+        default=None,
+        description="Folder where the workers of one replica share V2 load/unload requests.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MMSERVE_", env_nested_delimiter="__", extra="ignore"
@@ -83,6 +99,7 @@ class Settings(BaseSettings):
     limits: Limits = Limits()
     batching: Batching = Batching()
     runtime: Runtime = Runtime()
+    repository: Repository = Repository()
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -183,7 +183,7 @@ async def infer(
     ``Inference-Header-Content-Length`` header). Send either raw BYTES inputs (``image``,
     ``audio``, ``text``) or the graph's feature tensors."""
     limit = settings.limits.max_body_bytes
-    body = await _read_body(request, limit)
+    body = await read_body(request, limit)
     if encoding := request.headers.get("content-encoding"):
         body = await cpu.run(decompress, body, encoding, limit)
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
@@ -214,7 +214,7 @@ async def unknown(request: Request) -> Response:
     path = request.scope["path"]
     allowed = sorted(
         method
-        for route in router.routes
+        for route in request.app.router.routes  # this router's and the repository's
         if isinstance(route, APIRoute) and route.endpoint is not unknown
         and route.path_regex.match(path)
         for method in route.methods or ()
@@ -225,7 +225,7 @@ async def unknown(request: Request) -> Response:
     return error_response(f"no V2 endpoint {request.method} {path}", 404)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
