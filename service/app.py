@@ -27,7 +27,7 @@ from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import RequestIdMiddleware
 from service.reload import Reloader
 from service.repository import ModelRepository
-from service.routes import health, metrics, models, predict, v2, v2_repository, web
+from service.routes import health, metrics, models, predict, v2, v2_base, v2_repository, web
 from service.runtime.threads import CpuRunner
 from service.settings import Settings
 
@@ -96,9 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     exception_handlers.install(app)
     docs.install(app)
     web.install(app)
-    routers = (predict, models, health, metrics, v2_repository, v2)  # v2 ends in a catch-all
-    for module in routers:
+    for module in (predict, models, health, metrics, v2, v2_repository):
         app.include_router(module.router)
+    app.include_router(v2_base.fallback_router(v2.router, v2_repository.router))  # the last
     # Added first, so innermost: inside CORS, the metrics and the request id (service.fastpath).
     app.add_middleware(PredictFastPath)
     if settings.cors_origins:

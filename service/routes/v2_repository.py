@@ -4,7 +4,7 @@ and ``.../models/{m}/unload``, as Triton answers them to its clients.
 The work is :mod:`service.reload`'s: a ``load`` or ``unload`` is applied in the worker that
 received it before the answer, and the replica's other workers follow within one poll
 interval. Bodies are optional (tritonclient sends none to ``index``); errors take the
-protocol's ``{"error": "..."}`` shape through :class:`~service.routes.v2.V2Route`.
+protocol's ``{"error": "..."}`` shape through :class:`~service.routes.v2_base.V2Route`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.deps import MODEL_NAME_PATTERN, ReloaderDep, SettingsDep
 from service.errors import BadRequest, InvalidInput
-from service.routes.v2 import V2Route, read_body
+from service.routes.v2_base import V2Route, read_body
 from service.v2.schemas import (
     ErrorBody,
     RepositoryIndexEntry,
