@@ -411,6 +411,8 @@ class ModelRepository:
             status.setdefault(default, "failed: the default model is not loaded")
         for name, version in self._loading:
             status.setdefault(f"{name}/{version}", "loading")
+        for name in self.unloaded:
+            status.setdefault(name, "unloaded")
         return status
 
     @property
