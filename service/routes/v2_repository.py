@@ -9,7 +9,7 @@ protocol's ``{"error": "..."}`` shape through :class:`~service.routes.v2_base.V2
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ValidationError
@@ -39,6 +39,12 @@ Body = TypeVar("Body", bound=BaseModel)
 MAX_BODY_BYTES = 64 * 1024
 
 
+def _optional_body(schema: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a JSON body the handler reads itself (it may be empty)."""
+    content = {"application/json": {"schema": schema.model_json_schema()}}
+    return {"requestBody": {"required": False, "content": content}}
+
+
 async def _body(request: Request, schema: type[Body]) -> Body:
     raw = await read_body(request, MAX_BODY_BYTES)
     if not raw.strip():
@@ -51,7 +57,9 @@ async def _body(request: Request, schema: type[Body]) -> Body:
         raise BadRequest(f"{where}: {first['msg']}", field=where) from exc
 
 
-@router.post("/index", summary="Model repository index")
+@router.post(
+    "/index", summary="Model repository index", openapi_extra=_optional_body(RepositoryIndexRequest)
+)
 async def index(request: Request, reloader: ReloaderDep) -> list[RepositoryIndexEntry]:
     """Every ``<name>/<version>`` folder of the model directory with its state in this worker:
     READY, LOADING, UNLOADING (draining) or UNAVAILABLE with the reason. ``{"ready": true}``
@@ -64,7 +72,11 @@ async def index(request: Request, reloader: ReloaderDep) -> list[RepositoryIndex
     return [e for e in entries if e.state == "READY"] if body.ready else entries
 
 
-@router.post("/models/{model}/load", summary="Load or reload a model")
+@router.post(
+    "/models/{model}/load",
+    summary="Load or reload a model",
+    openapi_extra=_optional_body(RepositoryModelRequest),
+)
 async def load(
     request: Request, model: ModelName, reloader: ReloaderDep, settings: SettingsDep
 ) -> Response:
@@ -83,7 +95,11 @@ async def load(
     return Response(status_code=200)
 
 
-@router.post("/models/{model}/unload", summary="Unload a model")
+@router.post(
+    "/models/{model}/unload",
+    summary="Unload a model",
+    openapi_extra=_optional_body(RepositoryModelRequest),
+)
 async def unload(request: Request, model: ModelName, reloader: ReloaderDep) -> Response:
     """Stop serving every version of ``model`` until it is loaded again (its requests in
     flight finish first); its routes then answer 404. Every worker of the replica follows
