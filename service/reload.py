@@ -50,11 +50,15 @@ FileStat = tuple[str, int, int, int]  # relative path, size, mtime (ns), inode
 class Folder:
     path: Path
     fingerprint: tuple[FileStat, ...]
-    complete: bool  # the manifest and the model file it names are present
 
     @property
     def key(self) -> Key:
         return self.path.parent.name, self.path.name
+
+    def complete(self) -> bool:
+        """The manifest and the model file it names are present (reads the manifest)."""
+        model_file = _model_file(self.path)
+        return model_file is not None and (self.path / model_file).is_file()
 
 
 def _model_file(path: Path) -> str | None:
@@ -79,11 +83,9 @@ def fingerprint(path: Path) -> Folder:
             with contextlib.suppress(FileNotFoundError):  # deleted while we looked
                 st = file.stat()
                 stats.append((str(file.relative_to(path)), st.st_size, st.st_mtime_ns, st.st_ino))
-            if len(stats) > _FILES_PER_FOLDER:
-                break
-    model_file = _model_file(path)
-    complete = model_file is not None and (path / model_file).is_file()
-    return Folder(path, tuple(stats), complete)
+        if len(stats) > _FILES_PER_FOLDER:  # not a model folder; enough to see it change
+            break
+    return Folder(path, tuple(stats))
 
 
 def snapshot(model_dir: Path) -> dict[Key, Folder]:
@@ -194,7 +196,8 @@ class Reloader:
             return changed or not self.repository.is_loaded(*key)
         previous = self._previous.get(key)
         settled = previous is not None and previous.fingerprint == folder.fingerprint
-        return self.watching and changed and settled and folder.complete
+        # Last: it reads the manifest, which only a changed and settled folder needs.
+        return self.watching and changed and settled and folder.complete()
 
     async def load(self, name: str) -> None:
         """The V2 ``load``: every worker syncs ``name`` with its folders; this one now.

@@ -68,11 +68,11 @@ def failures(client: TestClient) -> dict[tuple[str, str], str]:
 def test_fingerprint_changes_with_a_file_and_needs_the_model_file(tmp_path: Path) -> None:
     folder = copy_model(SOURCE, tmp_path, NAME, "1")
     before = fingerprint(folder)
-    assert before.complete
+    assert before.complete()
     (folder / "report.md").write_text("changed\n")
     assert fingerprint(folder).fingerprint != before.fingerprint
     (folder / "model.onnx").unlink()
-    assert not fingerprint(folder).complete
+    assert not fingerprint(folder).complete()
 
 
 def test_a_new_version_is_served_without_a_restart_and_becomes_the_latest(
