@@ -274,8 +274,6 @@ class ModelRepository:
             return self._record_failure(path, exc, at_startup=False)
         finally:
             self._loading.discard(key)
-        if (model.name, model.version) != key:  # _open_model checks; kept as an invariant
-            raise AssertionError(f"{path} loaded as {model.name}/{model.version}")
         if self.closing:
             await model.batcher.close(0)
             return model
