@@ -22,7 +22,7 @@ from tests.service.tiny_model import copy_model
 SOURCE = REPO_ROOT / "onnx_models" / "digits-mean" / "1"  # small: 1 MB
 POLL_S = 0.2
 NAME = "m"
-_DIGIT = media.png(media.digit_image("7"))
+DIGIT = media.png(media.digit_image("7"))
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float = 30.0) -> None:
@@ -43,7 +43,7 @@ def publish(root: Path, version: str) -> Path:
 
 def predict(client: TestClient | httpx.Client, version: str | None = None) -> httpx.Response:
     query = "" if version is None else f"?version={version}"
-    files = multipart({"image": _DIGIT, "text": "seven"})
+    files = multipart({"image": DIGIT, "text": "seven"})
     return client.post(f"/v1/models/{NAME}/predict{query}", files=files)
 
 

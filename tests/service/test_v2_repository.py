@@ -16,7 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from service.app import create_app
 from tests.service.conftest import make_settings, serve_subprocess
-from tests.service.test_reload import _DIGIT, NAME, POLL_S, SOURCE, predict, publish, wait_for
+from tests.service.test_reload import DIGIT, NAME, POLL_S, SOURCE, predict, publish, wait_for
 from tests.service.tiny_model import copy_model
 
 
@@ -98,7 +98,7 @@ def test_with_polling_off_a_new_folder_waits_for_a_load_request(root: Path) -> N
 
 def _statuses(base: str, path: str, count: int = 16) -> set[int]:
     """``count`` requests, each on a new connection: the kernel spreads them over the workers."""
-    files = {"image": ("d.png", _DIGIT, "image/png")}
+    files = {"image": ("d.png", DIGIT, "image/png")}
     return {httpx.post(f"{base}{path}", files=files, timeout=30).status_code for _ in range(count)}
 
 
