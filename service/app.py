@@ -1,7 +1,8 @@
 """The application factory.
 
 ``create_app(settings)`` builds a FastAPI app whose lifespan loads the model repository (every
-model warmed up and its batcher started) and, on shutdown, drains and closes it. Nothing is
+model warmed up and its batcher started), keeps it in step with the model folders while
+serving (:mod:`service.reload`) and, on shutdown, drains and closes it. Nothing is
 held in module globals. ``app_from_env()`` is the factory uvicorn's worker processes call
 (``uvicorn --factory service.app:app_from_env``): it reads the settings from ``MMSERVE_*``.
 """
@@ -22,14 +23,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from service import __version__, docs, exception_handlers
 from service.auth import ApiKeyMiddleware, PublicPaths, describe_in_openapi
 from service.cli import BLAS_THREAD_VARIABLES
+from service.control import Control
 from service.fastpath import PredictFastPath
 from service.hosts import HostAllowlist, TrustedHostMiddleware
 from service.keys import KeyRing, key_ring
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import RequestIdMiddleware
+from service.reload import Reloader
 from service.repository import ModelRepository
-from service.routes import health, metrics, models, predict, v2, web
+from service.routes import health, metrics, models, predict, v2, v2_base, v2_repository, web
 from service.runtime.threads import CpuRunner
 from service.settings import Settings
 
@@ -83,8 +86,10 @@ async def serving(app: FastAPI) -> AsyncIterator[None]:
     limit_blas_threads()
     app.state.cpu = CpuRunner(settings.runtime.feature_threads)
     repository = ModelRepository(settings, app.state.cpu, app.state.metrics)
-    await repository.load()
+    reloader = Reloader(repository, Control(settings.repository.control_dir), app.state.cpu)
+    await reloader.start_up()  # loads every folder, then polls for changes (service.reload)
     app.state.repository = repository
+    app.state.reloader = reloader
     # Everything loaded so far lives as long as the process: out of the cyclic collector's
     # sight, a full collection takes 0 ms instead of 50-60 ms (100,000 objects: tokenizers,
     # ONNX Runtime, pydantic schemas), during which both threads wait for the GIL. In three
@@ -96,6 +101,7 @@ async def serving(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         gc.unfreeze()
+        await reloader.close()
         await repository.close()
         app.state.cpu.close()
         Metrics.process_exiting()
@@ -117,13 +123,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.keys = key_ring(settings)
     app.state.repository = None
+    app.state.reloader = None
     app.state.lifecycle = Lifecycle()  # set draining by the server on SIGTERM
     app.state.metrics = Metrics()
     exception_handlers.install(app)
     docs.install(app)
     web.install(app)
-    for router in (predict.router, models.router, health.router, metrics.router, v2.router):
-        app.include_router(router)
+    for module in (predict, models, health, metrics, v2, v2_repository):
+        app.include_router(module.router)
+    app.include_router(v2_base.fallback_router(v2.router, v2_repository.router))  # the last
     # Added first, so innermost: inside the key check, CORS, the Host check, the metrics and
     # the request id (service.fastpath). The key check runs before the fast path and after
     # CORS (a preflight carries no key).

@@ -133,6 +133,11 @@ def serve(args: argparse.Namespace) -> int:
         metrics_dir = tempfile.mkdtemp(prefix="mmserve-metrics-")
         atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # Where the workers share V2 repository load/unload requests (service.control).
+    if "MMSERVE_REPOSITORY__CONTROL_DIR" not in os.environ:
+        control_dir = tempfile.mkdtemp(prefix="mmserve-control-")
+        atexit.register(shutil.rmtree, control_dir, ignore_errors=True)
+        os.environ["MMSERVE_REPOSITORY__CONTROL_DIR"] = control_dir
     if reuseport_supported():
         return Supervisor(settings).run()
     # No SO_REUSEPORT (not Linux/BSD): uvicorn's supervisor shares one socket. Its workers

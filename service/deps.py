@@ -22,6 +22,7 @@ from service.inference import Inference, infer
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 from service.middleware import arrival, request_id
+from service.reload import Reloader
 from service.repository import LoadedModel, ModelRepository
 from service.runtime.threads import CpuRunner
 from service.settings import Settings
@@ -38,6 +39,13 @@ async def get_repository(request: Request) -> ModelRepository:
     if repository is None:
         raise ModelNotReady("the service is starting")
     return repository
+
+
+async def get_reloader(request: Request) -> Reloader:
+    reloader: Reloader | None = getattr(request.app.state, "reloader", None)
+    if reloader is None:
+        raise ModelNotReady("the service is starting")
+    return reloader
 
 
 async def get_lifecycle(request: Request) -> Lifecycle:
@@ -97,6 +105,7 @@ async def get_upload_call(request: Request) -> UploadCall:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
+ReloaderDep = Annotated[Reloader, Depends(get_reloader)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
 CpuDep = Annotated[CpuRunner, Depends(get_cpu)]

@@ -7,6 +7,14 @@ batching overridden by the settings. A folder that fails to load is kept as a
 
 ``name`` resolves to its latest version (numeric-aware order: ``10`` after ``9``, ``1.10``
 after ``1.9``); ``name`` plus ``version`` addresses any loaded version.
+
+While serving, :mod:`service.reload` decides what changes and calls :meth:`load_folder` and
+:meth:`remove`. A version is loaded and warmed on a thread of its own and then swapped in with
+one dict assignment on the event loop, so a request resolves either the old model or the new
+one, never a half-loaded one. The replaced or removed version is retired: no longer resolved,
+its batcher finishes what it was given and closes once quiet (see ``Batcher.retire``), and its
+ONNX Runtime session is released with the last reference. A replacement that fails to load is
+recorded as a :class:`LoadFailure` and the old version keeps serving.
 """
 
 from __future__ import annotations
@@ -76,6 +84,13 @@ class LoadFailure:
     version: str
     path: Path
     reason: str
+    # A folder that fails at start-up makes the replica unready (an image that cannot serve
+    # its models should not take traffic); one added while serving must not take every
+    # replica that shares the folder out of rotation, so it is only reported.
+    at_startup: bool = True
+
+
+Key = tuple[str, str]  # (name, version)
 
 
 def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
@@ -142,6 +157,17 @@ def warm_features(model: LoadedModel, limits: Limits) -> float:
     return time.perf_counter() - start
 
 
+def _log_ready(model: LoadedModel, *, replaced: bool = False) -> None:
+    log.info(
+        "model %s/%s %s on %s (warm-up %.2f s)",
+        model.name,
+        model.version,
+        "replaced; the new one is ready" if replaced else "ready",
+        ",".join(model.session.providers_in_use),
+        model.warmup_s,
+    )
+
+
 # An absolute POSIX path: a slash not preceded by a name character, then path segments.
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~/-])/(?:[\w.@+~-]+/)*[\w.@+~-]+/?")
 
@@ -170,47 +196,54 @@ class ModelRepository:
         self.failures: list[LoadFailure] = []
         self.loaded = False
         self.closing = False
+        self.unloaded: frozenset[str] = frozenset()  # by the V2 repository's unload
+        self._loading: set[Key] = set()
+        self._retiring: dict[Key, LoadedModel] = {}
+        self._drains: set[asyncio.Task[None]] = set()
+        self._loader: CpuRunner | None = None
 
-    async def load(self) -> None:
-        """Load every model folder, concurrently; failures are recorded, never raised."""
-        paths = scan(self.settings.model_dir)
-        # The CPU runner's limiter bounds how many load at once (sessions, warm-up).
+    async def load(self, skip: frozenset[str] = frozenset()) -> None:
+        """Load every model folder (but the names in ``skip``), concurrently; failures are
+        recorded, never raised."""
+        paths = [p for p in scan(self.settings.model_dir) if p.parent.name not in skip]
+        self.unloaded = skip
+        # The CPU runner's threads bound how many load at once (sessions, warm-up).
         results = await asyncio.gather(
-            *(self._load_one(path) for path in paths), return_exceptions=True
+            *(self._load_one(path, self._cpu) for path in paths), return_exceptions=True
         )
         for path, result in zip(paths, results, strict=True):
             if isinstance(result, LoadedModel):
                 self._models.setdefault(result.name, {})[result.version] = result
-                log.info(
-                    "model %s/%s ready on %s (warm-up %.2f s)",
-                    result.name,
-                    result.version,
-                    ",".join(result.session.providers_in_use),
-                    result.warmup_s,
-                )
+                _log_ready(result)
             elif isinstance(result, Exception):
-                reason = public_reason(result, self.settings.model_dir)
-                failure = LoadFailure(path.parent.name, path.name, path, reason)
-                log.error(
-                    "model %s/%s failed to load: %s",
-                    failure.name,
-                    failure.version,
-                    result,
-                    exc_info=result,
-                )
-                self.failures.append(failure)
+                self._record_failure(path, result, at_startup=True)
             else:  # CancelledError or another BaseException: not a model's fault
                 raise result
         if not self._models and not self.failures:
             log.warning("no model folders under %s", self.settings.model_dir)
         self.loaded = True
 
-    async def _load_one(self, path: Path) -> LoadedModel:
+    def _record_failure(self, path: Path, exc: Exception, *, at_startup: bool) -> LoadFailure:
+        reason = public_reason(exc, self.settings.model_dir)
+        failure = LoadFailure(path.parent.name, path.name, path, reason, at_startup)
+        # The log keeps the whole message (paths included); answers get the public reason.
+        log.error(
+            "model %s/%s failed to load: %s",
+            failure.name,
+            failure.version,
+            exc,
+            exc_info=exc,
+        )
+        self.forget_failure(failure.name, failure.version)
+        self.failures.append(failure)
+        return failure
+
+    async def _load_one(self, path: Path, runner: CpuRunner) -> LoadedModel:
         if not (path / MANIFEST_FILENAME).is_file():
             raise FileNotFoundError(f"no {MANIFEST_FILENAME} in {path}")
-        manifest, tokenizer, session = await self._cpu.run(_open_model, path, self.settings)
+        manifest, tokenizer, session = await runner.run(_open_model, path, self.settings)
         batching = _effective_batching(manifest, self.settings, on_gpu=session.on_gpu)
-        warmup_s = await self._cpu.run(warm_up, session, manifest, batching.max_batch_size)
+        warmup_s = await runner.run(warm_up, session, manifest, batching.max_batch_size)
         batcher = Batcher(
             session,
             manifest,
@@ -221,15 +254,91 @@ class ModelRepository:
             observer=None if self._metrics is None else self._metrics.observer(manifest.name),
         )
         model = LoadedModel(manifest, path, tokenizer, session, batching, batcher, warmup_s)
-        model.warmup_s += await self._cpu.run(warm_features, model, self.settings.limits)
+        model.warmup_s += await runner.run(warm_features, model, self.settings.limits)
         await batcher.start()
         return model
 
+    async def load_folder(self, path: Path) -> LoadedModel | LoadFailure:
+        """Load, warm and swap in one version folder while serving; the caller loads one at a
+        time. On failure the version already serving (if any) stays."""
+        key = (path.parent.name, path.name)
+        if self._loader is None:
+            # Not the app's runner: a load takes seconds and would hold up the V2 decoding
+            # that runs there. One thread: at most one load at a time per worker.
+            self._loader = CpuRunner(1, name="loader")
+        self._loading.add(key)
+        try:
+            model = await self._load_one(path, self._loader)
+        except Exception as exc:
+            return self._record_failure(path, exc, at_startup=False)
+        finally:
+            self._loading.discard(key)
+        if self.closing:
+            await model.batcher.close(0)
+            return model
+        old = self._models.setdefault(model.name, {}).get(model.version)
+        self._models[model.name][model.version] = model  # the swap: one assignment
+        self.forget_failure(model.name, model.version)
+        _log_ready(model, replaced=old is not None)
+        if old is not None:
+            self._retire(old)
+        return model
+
+    def remove(self, name: str, version: str) -> None:
+        """Stop serving a version; in-flight requests finish on it (see :meth:`_retire`)."""
+        versions = self._models.get(name, {})
+        model = versions.pop(version, None)
+        if not versions:
+            self._models.pop(name, None)
+        if model is not None:
+            log.info("model %s/%s removed; draining", name, version)
+            self._retire(model)
+
+    def _retire(self, model: LoadedModel) -> None:
+        key = (model.name, model.version)
+        self._retiring[key] = model
+        task = asyncio.create_task(self._drain(model), name=f"retire-{model.name}")
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
+    async def _drain(self, model: LoadedModel) -> None:
+        key = (model.name, model.version)
+        try:
+            await model.batcher.retire(self.settings.drain_timeout_s)
+        finally:
+            if self._retiring.get(key) is model:
+                del self._retiring[key]
+        log.info("model %s/%s (%s) drained and closed", model.name, model.version, model.path)
+
+    def forget_failure(self, name: str, version: str) -> None:
+        self.failures = [f for f in self.failures if (f.name, f.version) != (name, version)]
+
+    def is_loaded(self, name: str, version: str) -> bool:
+        return version in self._models.get(name, {})
+
+    def state(self, name: str, version: str) -> tuple[str, str]:
+        """The V2 repository index's ``state`` and ``reason`` for one version folder."""
+        if self.is_loaded(name, version):
+            return "READY", ""
+        if (name, version) in self._loading:
+            return "LOADING", ""
+        if (name, version) in self._retiring:
+            return "UNLOADING", "draining its requests in flight"
+        if name in self.unloaded:
+            return "UNAVAILABLE", "unloaded"
+        if (failure := self.failure_for(name, version)) is not None:
+            return "UNAVAILABLE", f"failed to load: {failure.reason}"
+        return "UNAVAILABLE", "not loaded: new or changed since the last poll, or not settled yet"
+
     async def close(self) -> None:
-        """Stop taking requests and drain every batcher."""
+        """Stop taking requests and drain every batcher, retiring ones included."""
         self.closing = True
         for model in self.all_models():
             await model.batcher.close(self.settings.drain_timeout_s)
+        if self._drains:
+            await asyncio.gather(*self._drains, return_exceptions=True)
+        if self._loader is not None:
+            self._loader.close()
 
     def all_models(self) -> list[LoadedModel]:
         return [m for versions in self._models.values() for m in versions.values()]
@@ -263,6 +372,13 @@ class ModelRepository:
         wanted = version or (self.versions(name)[-1] if versions else None)
         if wanted is not None and wanted in versions:
             return versions[wanted]
+        if name in self.unloaded:
+            raise ModelNotFound(
+                f"model {name!r} is unloaded; POST /v2/repository/models/{name}/load loads it",
+                field="model",
+            )
+        if any(n == name and version in (None, v) for n, v in self._loading):
+            raise ModelNotReady(f"model {name!r} is loading; retry shortly")
         if (failure := self.failure_for(name, version)) is not None:
             raise ModelNotReady(
                 f"model {name!r} version {failure.version!r} failed to load: {failure.reason}"
@@ -290,14 +406,21 @@ class ModelRepository:
             status[f"{failure.name}/{failure.version}"] = f"failed: {failure.reason}"
         if (default := self.default_name) is not None and default not in self._models:
             status.setdefault(default, "failed: the default model is not loaded")
+        for name, version in self._loading:
+            status.setdefault(f"{name}/{version}", "loading")
+        for name in self.unloaded:
+            status.setdefault(name, "unloaded")
         return status
 
     @property
     def ready(self) -> bool:
-        statuses = self.readiness()
+        """Every folder present at start-up loaded (the folders added or replaced later are
+        reported in :meth:`readiness` but do not make the replica unready)."""
+        default = self.default_name
         return (
             self.loaded
             and not self.closing
             and bool(self._models)
-            and all(s == "ready" for s in statuses.values())
+            and not any(f.at_startup for f in self.failures)
+            and (default is None or default in self._models)
         )

@@ -148,6 +148,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class Repository(BaseModel):
+    """Noticing model folders added, replaced or removed while serving (:mod:`service.reload`)."""
+
+    poll_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often each worker compares the model folders with what it serves; "
+        "0 turns it off (then only the V2 repository load/unload change what is served).",
+    )
+    # Set by ``serve --workers N`` (a folder of its own per replica); unset: one process only.
+    control_dir: Path | None = Field(
+        default=None,
+        description="Folder where the workers of one replica share V2 load/unload requests.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MMSERVE_",
@@ -178,6 +194,7 @@ class Settings(BaseSettings):
     limits: Limits = Limits()
     batching: Batching = Batching()
     runtime: Runtime = Runtime()
+    repository: Repository = Repository()
     # MMSERVE_API_KEYS=alice=<key>,<key>; MMSERVE_API_KEYS_FILE lines: "<name> sha256:<hex>".
     api_keys: SecretStr | None = None
     api_keys_file: Path | None = None

@@ -4,24 +4,20 @@ Every model path has a versioned twin (``/v2/models/{m}/versions/{v}/...``). Han
 thin: decoding, binding and encoding run on the CPU runner (:mod:`service.v2`), the rows go
 through the model's batcher (:mod:`service.v2.inference`). Errors on these routes are the
 protocol's ``{"error": "..."}`` (see :mod:`service.v2.errors`): :class:`V2Route` answers them
-for its handlers, and a catch-all route answers unknown ``/v2`` paths and wrong methods.
+for its handlers, and :func:`~service.routes.v2_base.fallback_router` answers unknown ``/v2``
+paths and wrong methods.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
-from starlette.requests import ClientDisconnect
 
 from service import __version__
 from service.deps import ArrivalDep, CpuDep, MetricsDep, RepositoryDep, SettingsDep
-from service.errors import InvalidInput, PayloadTooLarge, ServiceError
 from service.repository import LoadedModel
+from service.routes.v2_base import V2Route, read_body
 from service.runtime.rows import FeatureRow
 from service.v2 import metadata
 from service.v2.binding import RawRow, assemble_outputs, bind_inputs, resolve_outputs
@@ -33,7 +29,6 @@ from service.v2.codec import (
     encode_response,
     parse_header_length,
 )
-from service.v2.errors import error_response, from_service_error
 from service.v2.inference import run_rows
 from service.v2.schemas import (
     ErrorBody,
@@ -43,34 +38,6 @@ from service.v2.schemas import (
     Readiness,
     ServerMetadata,
 )
-
-log = logging.getLogger(__name__)
-Handler = Callable[[Request], Coroutine[Any, Any, Response]]
-
-
-class V2Route(APIRoute):
-    """A route whose errors take the protocol's shape and statuses."""
-
-    def get_route_handler(self) -> Handler:
-        handler = super().get_route_handler()
-
-        async def v2_handler(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except ServiceError as exc:
-                if exc.status_code >= 500:
-                    log.warning("%s: %s", exc.code, exc.message, exc_info=exc.__cause__)
-                return from_service_error(exc)
-            except RequestValidationError as exc:
-                first = exc.errors()[0] if exc.errors() else {}
-                where = ".".join(str(p) for p in first.get("loc", ()))
-                return error_response(f"{where}: {first.get('msg', 'invalid request')}", 400)
-            except Exception:
-                log.exception("unhandled error on %s %s", request.method, request.url.path)
-                return error_response("internal server error", 500)
-
-        return v2_handler
-
 
 router = APIRouter(
     prefix="/v2",
@@ -182,7 +149,7 @@ async def infer(
     ``Inference-Header-Content-Length`` header). Send either raw BYTES inputs (``image``,
     ``audio``, ``text``) or the graph's feature tensors."""
     limit = settings.limits.max_body_bytes
-    body = await _read_body(request, limit)
+    body = await read_body(request, limit)
     if encoding := request.headers.get("content-encoding"):
         body = await cpu.run(decompress, body, encoding, limit)
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
@@ -201,42 +168,6 @@ async def infer(
         media_type="application/octet-stream",
         headers={HEADER_LENGTH: str(json_length)},
     )
-
-
-@router.api_route(
-    "/{path:path}",
-    methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
-    include_in_schema=False,
-)
-async def unknown(request: Request) -> Response:
-    """Unknown ``/v2`` paths (404) and known paths with the wrong method (405)."""
-    path = request.scope["path"]
-    allowed = sorted(
-        method
-        for route in router.routes
-        if isinstance(route, APIRoute) and route.endpoint is not unknown
-        and route.path_regex.match(path)
-        for method in route.methods or ()
-    )  # fmt: skip
-    if allowed:
-        message = f"{request.method} is not allowed on {path}; use {', '.join(allowed)}"
-        return error_response(message, 405, {"Allow": ", ".join(allowed)})
-    return error_response(f"no V2 endpoint {request.method} {path}", 404)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-    except ClientDisconnect as exc:
-        raise InvalidInput("the client disconnected before the body was complete") from exc
-    return bytes(body)
 
 
 def _bind(request: InferenceRequest, model: LoadedModel) -> list[RawRow] | list[FeatureRow]:

@@ -64,6 +64,10 @@ class BatchObserver(Protocol):
     def rejected(self, reason: str) -> None: ...
 
 
+# How long a replaced model's batcher must be idle before it closes: longer than a request
+# takes from resolving its model to submitting (its body read and decoded, milliseconds here).
+RETIRE_QUIET_S = 1.0
+
 # A request's CPU work before inference, run on the batch's thread: decode and extract
 # features (raising a ServiceError for bad input), or hand over a ready row.
 RowJob = Callable[[], ExtractedRow]
@@ -207,6 +211,24 @@ class Batcher:
             return await pending.future
         finally:
             timer.cancel()
+
+    async def retire(self, drain_timeout_s: float, quiet_s: float = RETIRE_QUIET_S) -> None:
+        """Close a model version that requests no longer resolve (replaced or removed).
+
+        A request that resolved it just before the swap may still be reading its body or
+        decoding it, and only then submit; so the batcher keeps accepting work until it has
+        been idle (nothing arriving, queued or running) for ``quiet_s``, at most
+        ``drain_timeout_s`` in all, and then closes as at shutdown.
+        """
+        started = time.monotonic()
+        quiet_since = started
+        while (now := time.monotonic()) - started < drain_timeout_s:
+            if self.busy or self._incoming:
+                quiet_since = now
+            elif now - quiet_since >= quiet_s:
+                break
+            await asyncio.sleep(0.05)
+        await self.close(max(0.0, drain_timeout_s - (time.monotonic() - started)))
 
     async def close(self, drain_timeout_s: float) -> None:
         """Stop taking requests, finish queued and running batches, then stop."""

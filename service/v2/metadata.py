@@ -19,7 +19,12 @@ from service.v2.schemas import MetadataTensor, ModelMetadata, ServerMetadata
 
 SERVER_NAME: Final = "mmserve"
 PLATFORM: Final = "onnxruntime_onnx"
-EXTENSIONS: Final = ("binary_tensor_data", "classification", "model_configuration")
+EXTENSIONS: Final = (
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+)
 RAW_SHAPE: Final = "[-1] or [-1, 1]"
 
 

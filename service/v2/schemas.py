@@ -79,3 +79,20 @@ class ErrorBody(BaseModel):
     """The one error shape of the ``/v2`` routes."""
 
     error: str
+
+
+class RepositoryIndexRequest(_Request):
+    ready: bool = Field(default=False, description="Only the versions ready for inference.")
+
+
+class RepositoryModelRequest(_Request):
+    """The body of ``load`` and ``unload``; Triton's ``unload_dependents`` has no effect."""
+
+    parameters: Parameters = Field(default_factory=dict)
+
+
+class RepositoryIndexEntry(BaseModel):
+    name: str
+    version: str
+    state: str = Field(description="READY, LOADING, UNLOADING or UNAVAILABLE.")
+    reason: str = Field(description="Why not READY: unloaded, the load failure, ...")

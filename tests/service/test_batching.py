@@ -234,3 +234,32 @@ def test_a_failing_row_fails_alone(model_folder: Path) -> None:
     assert not isinstance(first, BaseException) and not isinstance(last, BaseException)
     assert isinstance(failed, Exception) and not isinstance(failed, ModelNotReady)
     np.testing.assert_array_equal(first.outputs["digit_probs"], last.outputs["digit_probs"])
+
+
+def test_a_retired_batcher_serves_requests_that_resolved_it_before_closing(
+    model_folder: Path,
+) -> None:
+    """A request that resolved a model just before it was replaced submits after the swap."""
+    manifest = load_manifest(model_folder)
+    session = ModelSession(model_folder / manifest.model_file, providers=["CPUExecutionProvider"])
+    row = synthetic_row(manifest)
+
+    async def scenario() -> tuple[object, object, float]:
+        batcher = Batcher(session, manifest, max_batch_size=8, max_wait_ms=0, max_queue=8)
+        await batcher.start()
+        loop = asyncio.get_running_loop()
+        retired = asyncio.create_task(batcher.retire(drain_timeout_s=10, quiet_s=0.3))
+        async with batcher.arriving():  # its body is being read while the batcher retires
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # decoded elsewhere: nothing pending, but it will submit
+        late = await batcher.submit(row, timeout_s=10)
+        started = loop.time()
+        await retired
+        closed_after = loop.time() - started
+        after = await asyncio.gather(batcher.submit(row, timeout_s=1), return_exceptions=True)
+        return late, after[0], closed_after
+
+    late, after, closed_after = asyncio.run(scenario())
+    assert not isinstance(late, BaseException)
+    assert isinstance(after, ModelNotReady)  # closed once quiet
+    assert closed_after < 2.0  # within about quiet_s of its last request, not drain_timeout_s

@@ -140,9 +140,12 @@ def test_health(triton: httpclient.InferenceServerClient) -> None:
 def test_server_metadata(triton: httpclient.InferenceServerClient) -> None:
     meta = triton.get_server_metadata()
     assert meta["name"] == "mmserve"
-    assert {"binary_tensor_data", "classification", "model_configuration"} <= set(
-        meta["extensions"]
-    )
+    assert {
+        "binary_tensor_data",
+        "classification",
+        "model_configuration",
+        "model_repository",
+    } <= set(meta["extensions"])
 
 
 def test_model_metadata(triton: httpclient.InferenceServerClient, direct: DirectModel) -> None:
@@ -446,7 +449,7 @@ def test_unknown_model_and_version_are_404(http: httpx.Client) -> None:
 
 
 def test_unknown_routes_and_methods(http: httpx.Client) -> None:
-    response = http.get("/v2/repository/index")
+    response = http.get("/v2/trace/setting")  # Triton's trace extension: not implemented
     assert response.status_code == 404 and set(response.json()) == {"error"}
     response = http.get(f"/v2/models/{DEFAULT_MODEL}/infer")
     assert response.status_code == 405 and response.headers["Allow"] == "POST"
