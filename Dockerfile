@@ -21,13 +21,22 @@ RUN python -m venv --without-pip /opt/venv
 COPY deploy/requirements.lock /tmp/requirements.lock
 RUN python -m pip --python /opt/venv/bin/python install --no-compile --no-deps \
       --only-binary=:all: --require-hashes -r /tmp/requirements.lock
-# What the server never imports (measured with deploy/image/imports.py): test suites, headers,
-# type stubs, and tokenizers' Hub client (only used to download tokenizers by name).
+# What the server never loads, measured by listing sys.modules after start-up and a warm-up of
+# every model (docs/deployment.md): of scipy only scipy.fft, scipy.special and scipy._lib are
+# imported; onnxruntime's Python binding carries the runtime itself, so its separate C library
+# (for the C API) and its offline tools go; Pillow's AVIF plug-in decodes a format the service
+# refuses; tokenizers' Hub client only downloads tokenizers by name. Test suites, headers, C
+# sources and type stubs go too (numpy.testing stays: scipy imports it). 530 MB -> 425 MB.
 RUN cd /opt/venv/lib/python3*/site-packages \
- && find . -depth -type d \( -name tests -o -name testing -o -name include \) \
-      -path './*/*' -not -path './numpy/_core/include*' -exec rm -rf {} + \
+ && find . -depth -type d \( -name tests -o -name include \) -path './*/*' -exec rm -rf {} + \
  && find . \( -name '*.pyi' -o -name '*.pxd' -o -name '*.c' -o -name '*.h' \) -delete \
- && rm -rf huggingface_hub hf_xet hf_xet-* huggingface_hub-*
+ && rm -rf huggingface_hub hf_xet hf_xet-* huggingface_hub-* \
+ && rm -rf scipy/optimize scipy/sparse scipy/linalg scipy/stats scipy/io scipy/spatial \
+      scipy/interpolate scipy/integrate scipy/signal scipy/ndimage scipy/cluster scipy/odr \
+      scipy/constants scipy/fftpack scipy/differentiate scipy/datasets scipy/misc \
+ && rm -rf onnxruntime/tools onnxruntime/quantization onnxruntime/transformers \
+      onnxruntime/capi/libonnxruntime.so* \
+ && rm -f PIL/_avif.*.so pillow.libs/libavif-*
 # Byte-code only for what start-up and the first requests import: the code is loaded and every
 # model warmed up once here, as root, so Python writes exactly those .pyc files (the root
 # filesystem is read-only at run time, where nothing could be cached).

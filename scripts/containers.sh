@@ -57,9 +57,11 @@ image_exists() { podman image exists "$1"; }
 
 # mmdebstrap makes a root filesystem from Debian packages; podman imports it as an image.
 debian_image() {
-  local tag="$1" variant="$2" include="$3"
+  local tag="$1" variant="$2" include="$3" purge="${4:-}"
   image_exists "$tag" && return 0
-  local tmp m
+  local tmp m hooks=()
+  # shellcheck disable=SC2016  # $1 is mmdebstrap's, expanded by its hook shell
+  [ -n "$purge" ] && hooks=(--customize-hook="chroot \"\$1\" dpkg --purge --force-depends $purge >/dev/null 2>&1")
   tmp=$(mktemp -d)
   m=$(mirror)
   log "mmdebstrap $tag from $m ($include)"
@@ -69,6 +71,7 @@ debian_image() {
     --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
+    "${hooks[@]}" \
     "$SUITE" "$tmp/rootfs.tar" \
     "deb $m $SUITE main" "deb $m $SUITE-updates main" \
     "deb ${m%/debian*}/debian-security $SUITE-security main"
@@ -79,8 +82,11 @@ debian_image() {
 base() {
   setup
   debian_image "$BUILD_BASE" apt python3,python3-venv,python3-pip,python-is-python3,ca-certificates
-  # essential + Python: no apt, no pip. passwd for the Dockerfile's useradd.
-  debian_image "$RUN_BASE" essential python3,python-is-python3,passwd
+  # essential + Python: no apt, no pip. passwd for the Dockerfile's useradd; libstdc++ for the
+  # wheels (numpy, onnxruntime). Full perl (46 MB,
+  # pulled in by the essential set) is removed: nothing in the image runs it.
+  debian_image "$RUN_BASE" essential python3,python-is-python3,passwd,libstdc++6 \
+    "perl libperl5.36 perl-modules-5.36"
   if ! image_exists "$NGINX_IMAGE"; then
     debian_image localhost/mmserve-nginx-root:$SUITE essential nginx-light,gettext-base,curl
     log "build $NGINX_IMAGE"
