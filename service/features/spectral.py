@@ -8,9 +8,9 @@ real FFT, one matrix product with the mel filterbank and one with the DCT matrix
 The filterbank is ``librosa.filters.mel``'s formula written out in numpy (a test holds it
 bit-for-bit to librosa's): importing librosa costs ~3 s and pulls in numba, llvmlite and
 scikit-learn, which the container image would otherwise carry (about 300 MB) for one matrix
-computed once per recipe. The FFT is ``scipy.fft`` (0.2 s to import, and
-4-6x faster than ``numpy.fft`` on a batch of short frames); the Hann window and the
-orthonormal DCT-II are two numpy formulas (tests hold them to scipy's).
+computed once per recipe. The FFT is ``scipy.fft`` (0.2 s to import, and 4-6x faster than
+``numpy.fft`` on a batch of short frames); the Hann window and the orthonormal DCT-II are two
+numpy formulas (tests hold them to scipy's).
 Definitions follow ``librosa.feature.mfcc`` defaults: centred frames with zero padding,
 periodic Hann window, power spectrum, Slaney mel filters, ``power_to_db(ref=1, amin=1e-10,
 top_db)`` per clip, orthonormal DCT-II.

@@ -25,7 +25,7 @@ from service.settings import REPO_ROOT
 from tests.deploy import podman
 from tests.service import media
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.slow]
 
 REPLICAS = 3
 CLIENTS = 4

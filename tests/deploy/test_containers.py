@@ -29,7 +29,7 @@ from service.settings import REPO_ROOT, Settings
 from tests.deploy import podman
 from tests.service import media
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.slow]
 
 MAX_IMAGE_BYTES = 450_000_000
 # Measured 1.3-2.0 s on the 2-core build machine (docs/deployment.md); the bound leaves room
