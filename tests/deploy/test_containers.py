@@ -194,8 +194,9 @@ def byo_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
         timeout=600,
     )
-    # The container's user is not this test's user: it needs to read what the export wrote.
-    # (export/byom.py copied its tokenizer folder with mkdtemp's mode 0700 until issue 11.)
+    # The container's user (10001) is not this test's: it must read what the export wrote.
+    # pytest makes its folders 0700, and export/byom.py copies the tokenizer folder with
+    # mkdtemp's mode 0700 (to be fixed there; then only the folders' own modes need this).
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames:
             os.chmod(Path(dirpath) / name, 0o755)
