@@ -106,9 +106,15 @@ def run(
         args += ["--volume", volume]
     for key, value in (env or {}).items():
         args += ["--env", f"{key}={value}"]
-    podman(*args, *extra, image)
-    host_port = podman("port", name, "8000/tcp").rsplit(":", 1)[1]
-    return Container(name=name, url=f"http://127.0.0.1:{host_port}")
+    started = Container(name=name, url="")
+    try:
+        podman(*args, *extra, image)
+        host_port = podman("port", name, "8000/tcp").rsplit(":", 1)[1]
+    except BaseException:
+        started.remove()  # a failed start can leave a created container behind
+        raise
+    started.url = f"http://127.0.0.1:{host_port}"
+    return started
 
 
 def wait_ready(container: Container, timeout_s: float = 60.0) -> float:
