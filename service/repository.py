@@ -148,9 +148,9 @@ def _synthetic_uploads(manifest: Manifest) -> dict[Modality, bytes | str]:
 def warm_features(model: LoadedModel, limits: Limits) -> float:
     """Decode and featurise one synthetic upload per modality; returns the seconds it took.
 
-    The first feature extraction in a process pays one-off costs (librosa's import for the
-    mel filterbank, Pillow's codec plug-ins, soxr's and numpy's FFT plans: up to a second),
-    which would otherwise land on the first client.
+    The first feature extraction in a process pays one-off costs (Pillow's codec plug-ins,
+    soxr's and numpy's FFT plans: up to a second), which would otherwise land on the first
+    client.
     """
     start = time.perf_counter()
     extract_row(model, _synthetic_uploads(model.manifest), limits)

@@ -5,13 +5,12 @@ of seconds cold). Serving needs neither: with the clip length fixed by the recip
 count is fixed too, so a whole batch of clips becomes one ``(B, frames, n_fft)`` array, one
 real FFT, one matrix product with the mel filterbank and one with the DCT matrix.
 
-The filterbank comes from ``librosa.filters.mel`` itself, so it cannot drift from librosa.
-Importing librosa costs ~3 s (it pulls in scipy.signal), which would triple the service's
-start-up, so each filterbank is cached as ``.npy`` under the cache folder
-(``MMSERVE_CACHE_DIR``, default ``~/.cache/mmserve``), keyed by the recipe and librosa's
-version: only a cold first start imports librosa. The FFT is ``scipy.fft`` (0.2 s to import, and
-4-6x faster than ``numpy.fft`` on a batch of short frames); the Hann window and the
-orthonormal DCT-II are two numpy formulas (tests hold them to scipy's).
+The filterbank is ``librosa.filters.mel``'s formula written out in numpy (a test holds it
+bit-for-bit to librosa's): importing librosa costs ~3 s and pulls in numba, llvmlite and
+scikit-learn, which the container image would otherwise carry (about 300 MB) for one matrix
+computed once per recipe. The FFT is ``scipy.fft`` (0.2 s to import, and 4-6x faster than
+``numpy.fft`` on a batch of short frames); the Hann window and the orthonormal DCT-II are two
+numpy formulas (tests hold them to scipy's).
 Definitions follow ``librosa.feature.mfcc`` defaults: centred frames with zero padding,
 periodic Hann window, power spectrum, Slaney mel filters, ``power_to_db(ref=1, amin=1e-10,
 top_db)`` per clip, orthonormal DCT-II.
@@ -19,12 +18,7 @@ top_db)`` per clip, orthonormal DCT-II.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import os
-import tempfile
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from scipy import fft as scipy_fft
@@ -32,11 +26,11 @@ from scipy import fft as scipy_fft
 from service.manifest import AudioRecipe
 
 _AMIN = 1e-10
-
-
-def cache_dir() -> Path:
-    configured = os.environ.get("MMSERVE_CACHE_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "mmserve"
+# Slaney's mel scale, as librosa.hz_to_mel(htk=False) defines it.
+_F_SP = 200.0 / 3
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOGSTEP = float(np.log(6.4) / 27.0)
 
 
 def hann_window(n_fft: int) -> np.ndarray:
@@ -56,36 +50,44 @@ def dct_matrix(n_in: int, n_out: int) -> np.ndarray:
     return transposed
 
 
-def mel_filterbank(recipe: AudioRecipe) -> np.ndarray:
-    """``librosa.filters.mel`` for the recipe, float32 ``(n_mels, n_fft // 2 + 1)``, cached."""
-    fields = (recipe.sample_rate, recipe.n_fft, recipe.n_mels, recipe.fmin, recipe.fmax)
-    version = importlib.metadata.version("librosa")
-    key = hashlib.sha256(repr((fields, version)).encode()).hexdigest()[:20]
-    path = cache_dir() / f"mel-{key}.npy"
-    try:
-        cached: np.ndarray = np.load(path, allow_pickle=False)
-        if cached.shape == (recipe.n_mels, recipe.n_fft // 2 + 1):
-            return cached
-    except (OSError, ValueError):
-        pass
-    import librosa.filters  # the cold path: ~3 s of imports
-
-    mel: np.ndarray = librosa.filters.mel(
-        sr=recipe.sample_rate,
-        n_fft=recipe.n_fft,
-        n_mels=recipe.n_mels,
-        fmin=recipe.fmin,
-        fmax=recipe.fmax,
-        dtype=np.float32,
-    )
-    try:  # write-then-rename: concurrent workers never read a half-written file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as f:
-            np.save(f, mel)
-        os.replace(f.name, path)
-    except OSError:
-        pass  # a read-only cache only costs the next start the import again
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default, ``htk=False``): linear below 1 kHz, log above."""
+    mel = hz / _F_SP
+    log = hz >= _MIN_LOG_HZ
+    mel[log] = _MIN_LOG_MEL + np.log(hz[log] / _MIN_LOG_HZ) / _LOGSTEP
     return mel
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    hz = mel * _F_SP
+    log = mel >= _MIN_LOG_MEL
+    hz[log] = _MIN_LOG_HZ * np.exp(_LOGSTEP * (mel[log] - _MIN_LOG_MEL))
+    return hz
+
+
+@lru_cache(maxsize=16)
+def _filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
+    # librosa.filters.mel step by step (norm="slaney"), in float64 and stored into float32 as
+    # librosa stores it, so the result is bit-for-bit librosa's.
+    top = float(sr) / 2 if fmax is None else fmax
+    fft_hz = np.fft.rfftfreq(n_fft, d=1.0 / sr)  # (n_fft // 2 + 1,)
+    edges = np.linspace(
+        _hz_to_mel(np.array([fmin], float))[0], _hz_to_mel(np.array([top]))[0], n_mels + 2
+    )
+    mel_hz = _mel_to_hz(edges)  # (n_mels + 2,) band edges and centres
+    fdiff = np.diff(mel_hz)
+    ramps = np.subtract.outer(mel_hz, fft_hz)  # (n_mels + 2, n_fft // 2 + 1)
+    weights = np.zeros((n_mels, n_fft // 2 + 1), dtype=np.float32)
+    for i in range(n_mels):
+        weights[i] = np.maximum(0, np.minimum(-ramps[i] / fdiff[i], ramps[i + 2] / fdiff[i + 1]))
+    weights *= (2.0 / (mel_hz[2 : n_mels + 2] - mel_hz[:n_mels]))[:, np.newaxis]
+    weights.flags.writeable = False  # shared by every extractor of the recipe
+    return weights
+
+
+def mel_filterbank(recipe: AudioRecipe) -> np.ndarray:
+    """``librosa.filters.mel`` for the recipe, float32 ``(n_mels, n_fft // 2 + 1)``."""
+    return _filterbank(recipe.sample_rate, recipe.n_fft, recipe.n_mels, recipe.fmin, recipe.fmax)
 
 
 class SpectralExtractor:
