@@ -84,6 +84,9 @@ if [ "$what" = "dev" ]; then
   # hey: benchmark load generator; chromium: browser test of the web page; sox: audio
   # conversions in tests; curl: the documentation's commands.
   apt_install espeak-ng nginx hey chromium sox curl
+  # podman, buildah, mmdebstrap and the base images of the container tests
+  # (tests/deploy/test_containers.py); where podman cannot run, those tests skip with the reason.
+  scripts/containers.sh base || echo "setup: container base images not built; the container tests will skip"
   install_torch_cpu
   installed dev || { pip_install -e '.[dev]' && stamp >"$VENV/.mmserve-dev"; }
 else

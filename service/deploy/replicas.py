@@ -251,6 +251,7 @@ def start_nginx(
     rates = rates or RateLimits()
     values = {
         "NGINX_PORT": f"127.0.0.1:{port}",
+        "NGINX_TLS_OFF": "",  # HTTPS on
         "NGINX_TLS_PORT": f"127.0.0.1:{tls_port}",
         "NGINX_TLS_CERT": str(tls.cert),
         "NGINX_TLS_KEY": str(tls.key),

@@ -95,9 +95,15 @@ def run(
     volumes: Sequence[str] = (),
     env: dict[str, str] | None = None,
     extra: Sequence[str] = (),
+    anonymous: bool = True,
 ) -> Container:
     """Start a container hardened as the k8s pod: non-root, read-only root filesystem with a
-    writable /tmp, no capabilities, no privilege escalation; port 8000 on a free loopback port."""
+    writable /tmp, no capabilities, no privilege escalation; port 8000 on a free loopback port.
+
+    The image binds 0.0.0.0, where the service refuses to start without an API key unless
+    open access is asked for: ``anonymous`` asks for it (the port is published on loopback)."""
+    if anonymous:
+        env = {"MMSERVE_AUTH__ALLOW_ANONYMOUS": "true"} | (env or {})
     name = f"mmserve-test-{uuid.uuid4().hex[:8]}"
     args = ["run", "--detach", "--name", name, "--user", USER, "--read-only"]
     args += ["--tmpfs", "/tmp:rw,size=1g,mode=1777", "--cap-drop", "ALL"]

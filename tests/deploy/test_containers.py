@@ -224,3 +224,27 @@ def test_byo_model_is_served_from_a_read_only_mount(image: str, byo_models: Path
         assert_same_answer(response.json(), want)
     finally:
         container.remove()
+
+
+def test_the_image_needs_a_key_unless_open_access_is_asked_for(image: str) -> None:
+    refused = subprocess.run(
+        ["podman", "run", "--rm", "--network", "none", image],
+        env=podman.environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "no API key is set" in refused.stderr, refused.stderr
+    key = "container-test-key-0123456789"
+    container = podman.run(image, env={"MMSERVE_API_KEYS": f"ci={key}"}, anonymous=False)
+    try:
+        podman.wait_ready(container)
+        files = {"text": (None, "seven")}
+        url = f"{container.url}/v1/predict"
+        assert httpx.post(url, files=files, timeout=30).status_code == 401
+        answer = httpx.post(url, files=files, headers={"X-API-Key": key}, timeout=30)
+        assert answer.status_code == 200, answer.text
+    finally:
+        container.remove()

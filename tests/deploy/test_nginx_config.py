@@ -18,6 +18,7 @@ from service.deploy.replicas import free_port, nginx_binary, self_signed, start_
 
 VALUES = {
     "NGINX_PORT": "127.0.0.1:8080",
+    "NGINX_TLS_OFF": "",
     "NGINX_TLS_PORT": "127.0.0.1:8443",
     "NGINX_RATE_PER_CLIENT": "20r/s",
     "NGINX_BURST_PER_CLIENT": "40",
@@ -66,9 +67,24 @@ needs_nginx = pytest.mark.skipif(
 
 
 @needs_nginx
-def test_nginx_accepts_the_rendered_config(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tls_off", ["", "#"], ids=["https", "compose-default-no-https"])
+def test_nginx_accepts_the_rendered_config(tmp_path: Path, tls_off: str) -> None:
     site = tmp_path / "mmserve.conf"
-    site.write_text(rendered(["127.0.0.1:9001", "127.0.0.1:9002"], tmp_path))
+    text = rendered(["127.0.0.1:9001", "127.0.0.1:9002"], tmp_path)
+    if tls_off:  # as docker-compose.yml renders it: no certificate exists, none is read
+        text = nginx.render(
+            nginx.TEMPLATE.read_text(),
+            ["127.0.0.1:9001"],
+            {
+                **VALUES,
+                "NGINX_TLS_OFF": "#",
+                "NGINX_ACCESS_LOG": str(tmp_path / "access.log"),
+                "NGINX_TLS_CERT": "/nonexistent/cert.pem",
+                "NGINX_TLS_KEY": "/nonexistent/key.pem",
+            },
+        )
+        assert "ssl_certificate " not in text.replace("#ssl_certificate ", "")
+    site.write_text(text)
     conf = tmp_path / "nginx.conf"
     conf.write_text(nginx.main_config(site, tmp_path))
     binary = nginx_binary()
