@@ -24,7 +24,7 @@ from service.deps import (
     UploadsDep,
 )
 from service.errors import InvalidInput
-from service.inference import Inference, contributions, predictions
+from service.inference import Inference, contributions, ood, predictions
 from service.repository import LoadedModel
 from service.schemas import EmbedResponse, PredictResponse, error_responses
 from service.uploads import OPENAPI_REQUEST_BODY, Uploads
@@ -57,6 +57,7 @@ def _predict_response(inference: Inference, request_id: str, top_k: int) -> Resp
             modalities=inference.modalities,
             batch_size=inference.batch_size,
             tasks=predictions(inference, top_k),
+            ood=ood(inference),
             contributions=contributions(inference),
             timings_ms=inference.timings,
         )
