@@ -282,6 +282,29 @@ def unit_centroids(embeddings: np.ndarray, labels: np.ndarray, classes: int) -> 
     return np.asarray(unit_means, dtype=np.float64)
 
 
+def fit_subset(
+    modalities: list[Modality],
+    fit: tuple[np.ndarray, np.ndarray],
+    check: tuple[np.ndarray, np.ndarray],
+    *,
+    keep: float,
+    correct: np.ndarray | None = None,
+) -> OodSubset:
+    """One ``ood.subsets`` entry from a model's own outputs, for any model (BYO included).
+
+    ``fit``: embeddings (N, D) and integer labels (N,) of training rows, every label present;
+    ``check``: embeddings and the task's probabilities (M, labels) of held-out rows of the
+    same modalities; the threshold is the ``keep`` quantile of their scores (only over the
+    rows marked ``correct`` when given).
+    """
+    embeddings, labels = fit
+    centroids = np.round(unit_centroids(embeddings, labels, check[1].shape[1]), 5)
+    scores = ood_scores(check[0], check[1], centroids)
+    basis = scores if correct is None else scores[correct]
+    threshold = max(float(f"{np.quantile(basis, keep):.4g}"), 1e-4)
+    return OodSubset(modalities=modalities, centroids=centroids.tolist(), threshold=threshold)
+
+
 def calibrate(
     run: Runner,
     cfg: DataConfig,
@@ -301,25 +324,23 @@ def calibrate(
     subsets: list[OodSubset] = []
     measured: dict[str, dict[str, float]] = {}
     for presence in SUBSETS:
+        modalities: list[Modality] = [m for m, on in zip(MODALITIES, presence, strict=True) if on]  # type: ignore[misc]
         fit = predict(run, train, train_rows, presence)
-        centroids = unit_centroids(fit[embedding], train_rows.digit, 10)
         seen = predict(run, test, test_rows, presence)
-        scores = ood_scores(seen[embedding], seen[probabilities], centroids)
         correct = seen[probabilities].argmax(axis=1) == test_rows.digit
-        basis = scores if sum(presence) >= 2 else scores[correct]
-        share = keep if sum(presence) >= 2 else keep_single
-        threshold = float(f"{np.quantile(basis, share):.4g}")
-        sure = scores <= threshold
+        single = sum(presence) == 1
+        subset = fit_subset(
+            modalities,
+            (fit[embedding], train_rows.digit),
+            (seen[embedding], seen[probabilities]),
+            keep=keep_single if single else keep,
+            correct=correct if single else None,
+        )
+        subsets.append(subset)
+        centroids, threshold = np.asarray(subset.centroids), subset.threshold
+        sure = ood_scores(seen[embedding], seen[probabilities], centroids) <= threshold
         away = predict(run, ood.pools, ood_rows, presence)
         caught = ood_scores(away[embedding], away[probabilities], centroids) > threshold
-        modalities: list[Modality] = [m for m, on in zip(MODALITIES, presence, strict=True) if on]  # type: ignore[misc]
-        subsets.append(
-            OodSubset(
-                modalities=modalities,
-                centroids=np.round(centroids, 5).tolist(),
-                threshold=threshold,
-            )
-        )
         measured[subset_name(presence)] = {
             "threshold": threshold,
             "keep_correct": round(float(sure[correct].mean()), 4),
