@@ -105,7 +105,7 @@ def _manifest(name: str, version: str, modalities: tuple[Modality, ...]) -> Mani
                 name="consistent",
                 output="consistent_probs",
                 labels=["no", "yes"],
-                min_modalities=2,
+                min_modalities=min(2, count),  # a one-modality model cannot ask for two
             ),
         ],
         contribution_output="contributions",
