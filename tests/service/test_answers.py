@@ -177,3 +177,15 @@ def test_manifest_without_the_sections_loads_and_answers_without_the_signal(
     assert set(body["tasks"]) == {"digit", "consistent"}
     assert detail["ood"] is None
     assert [t["min_modalities"] for t in detail["tasks"]] == [1, 1]
+
+
+def test_metrics_count_the_verdicts(served: str) -> None:
+    def unsure_count() -> float:
+        text = httpx.get(f"{served}/metrics", timeout=10).text
+        prefix = f'mmserve_ood_answers_total{{model="{DEFAULT_MODEL}",verdict="unsure"}} '
+        lines = [line for line in text.splitlines() if line.startswith(prefix)]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    before = unsure_count()
+    predict(served, {"text": "hello world"})
+    assert unsure_count() == before + 1
