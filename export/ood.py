@@ -31,6 +31,7 @@ models.
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +61,7 @@ from export.evaluate import Runner, predict
 from service.features.audio import clip_batch_features, fit_clip
 from service.features.image import preprocess_image
 from service.manifest import Modality, OodSpec, OodSubset
-from service.ood import ood_scores
+from service.ood import ood_scores, unit_rows
 
 TASK = "digit"
 TRAIN_ROWS = 3000
@@ -221,7 +222,7 @@ def probe_verdicts(
         modalities = [m for m, on in zip(MODALITIES, presence, strict=True) if on]
         subset = spec.subset(modalities)  # type: ignore[arg-type]
         assert subset is not None
-        centroids = np.asarray(subset.centroids)
+        centroids = unit_rows(subset.centroids)
         score = float(ood_scores(result[embedding], result[probabilities], centroids)[0])
         out[name] = {
             "digit": int(result[probabilities][0].argmax()),
@@ -282,6 +283,13 @@ def unit_centroids(embeddings: np.ndarray, labels: np.ndarray, classes: int) -> 
     return np.asarray(unit_means, dtype=np.float64)
 
 
+def _round_up(value: float, digits: int = 4) -> float:
+    """``value`` to ``digits`` significant digits, rounded up so that no kept row is lost."""
+    value = max(value, 1e-4)  # the schema wants a positive threshold
+    scale = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    return round(math.ceil(value / scale - 1e-9) * scale, 10)
+
+
 def fit_subset(
     modalities: list[Modality],
     fit: tuple[np.ndarray, np.ndarray],
@@ -299,9 +307,9 @@ def fit_subset(
     """
     embeddings, labels = fit
     centroids = np.round(unit_centroids(embeddings, labels, check[1].shape[1]), 5)
-    scores = ood_scores(check[0], check[1], centroids)
+    scores = ood_scores(check[0], check[1], unit_rows(centroids))
     basis = scores if correct is None else scores[correct]
-    threshold = max(float(f"{np.quantile(basis, keep):.4g}"), 1e-4)
+    threshold = _round_up(float(np.quantile(basis, keep, method="higher")))
     return OodSubset(modalities=modalities, centroids=centroids.tolist(), threshold=threshold)
 
 
@@ -337,7 +345,7 @@ def calibrate(
             correct=correct if single else None,
         )
         subsets.append(subset)
-        centroids, threshold = np.asarray(subset.centroids), subset.threshold
+        centroids, threshold = unit_rows(subset.centroids), subset.threshold
         sure = ood_scores(seen[embedding], seen[probabilities], centroids) <= threshold
         away = predict(run, ood.pools, ood_rows, presence)
         caught = ood_scores(away[embedding], away[probabilities], centroids) > threshold
