@@ -6,6 +6,7 @@ python -m export export --checkpoint ckpt.pt    package a checkpoint into onnx_m
 python -m export build --fusion F               train + export + evaluate one reference model
 python -m export build-all                      rebuild every reference model + docs
 python -m export evaluate --model-dir DIR       re-score a model folder through ORT
+python -m export ood --model-dir DIR           (re)choose the `unsure` thresholds of a folder
 python -m export docs                           regenerate docs/evaluation.md
 python -m export byom --factory mod:fn --out DIR  export your own torch.nn.Module
 """
@@ -19,7 +20,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from export.config import FUSIONS, MODEL_NAMES, DataConfig, ModelConfig, TrainConfig
+from export.config import (
+    FUSIONS,
+    MODEL_NAMES,
+    OOD_KEEP,
+    OOD_KEEP_SINGLE,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+)
 from service.helptext import plain
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,6 +164,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0 if worst <= 0.005 else 1
 
 
+def cmd_ood(args: argparse.Namespace) -> int:
+    from export.build import calibrate_folder
+
+    for folder in args.model_dir:
+        manifest = calibrate_folder(folder, args.keep, args.keep_single)
+        per = manifest.evaluation["ood"]["per_subset"]
+        _log(f"{folder}: wrote ood thresholds")
+        print(f"{'modalities':<20} {'threshold':>9} {'kept':>6} {'caught':>7}")
+        for name, m in per.items():
+            print(
+                f"{name:<20} {m['threshold']:>9.4f} {m['keep_all']:>6.3f} {m['ood_caught']:>7.3f}"
+            )
+        for name, probe in manifest.evaluation["ood"]["probes"].items():
+            verdict = "unsure" if probe["unsure"] else "sure"
+            print(f"  {name}: {probe['digit']} ({probe['probability']:.3f}), {verdict}")
+    return 0
+
+
 def cmd_byom(args: argparse.Namespace) -> int:
     from export.byom import export_spec, load_factory
 
@@ -215,6 +242,27 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model-dir", type=Path, required=True)
     s.add_argument("--json", action="store_true", help="also print every metric")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser(
+        "ood",
+        help="choose the out-of-distribution thresholds of existing reference model folders "
+        "(writes manifest.json's ood section and evaluation.ood; model.onnx is not changed)",
+    )
+    s.add_argument("--model-dir", type=Path, nargs="+", required=True)
+    s.add_argument(
+        "--keep",
+        type=float,
+        default=OOD_KEEP,
+        help=f"two or three modalities: share of the test rows kept sure (default {OOD_KEEP})",
+    )
+    s.add_argument(
+        "--keep-single",
+        type=float,
+        default=OOD_KEEP_SINGLE,
+        help="one modality: share of the correctly answered test rows kept sure "
+        f"(default {OOD_KEEP_SINGLE})",
+    )
+    s.set_defaults(func=cmd_ood)
 
     s = sub.add_parser("docs", help="regenerate docs/evaluation.md from the reference manifests")
     s.set_defaults(func=cmd_docs)

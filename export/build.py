@@ -36,6 +36,7 @@ from export.dataset import Pools, assemble, cached_pools, split_rows, texts
 from export.evaluate import accuracies, evaluate, ort_runner, speed
 from export.model import DigitModel
 from export.onnx_export import OPSET, batch_invariance, export_graph, parity, quantize_int8
+from export.ood import calibrate, ood_set
 from export.report import write_confusion_png, write_report
 from export.textforms import corpus
 from export.tokenizer import save_tokenizer, train_tokenizer
@@ -43,6 +44,7 @@ from service.manifest import (
     BatchingSpec,
     Manifest,
     ModalityRecipes,
+    OodSpec,
     Provenance,
     TaskSpec,
     TensorSpec,
@@ -110,7 +112,12 @@ def graph_specs(dim: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 
 def reference_manifest(
-    name: str, fusion: Fusion, dim: int, provenance: Provenance, evaluation: dict[str, Any]
+    name: str,
+    fusion: Fusion,
+    dim: int,
+    provenance: Provenance,
+    evaluation: dict[str, Any],
+    ood: OodSpec | None = None,
 ) -> Manifest:
     inputs, outputs = graph_specs(dim)
     return Manifest(
@@ -135,6 +142,8 @@ def reference_manifest(
                 output="consistent_probs",
                 labels=CONSISTENT_LABELS,
                 description="Do the present modalities show the same digit?",
+                # one modality always agrees with itself: trained and scored on 2+ only
+                min_modalities=2,
             ),
         ],
         contribution_output="contributions",
@@ -146,6 +155,7 @@ def reference_manifest(
         batching=BatchingSpec(max_batch_size=16, max_wait_ms=2.0),
         provenance=provenance,
         evaluation=evaluation,
+        ood=ood,
     )
 
 
@@ -202,6 +212,7 @@ def package(
     train_cfg: TrainConfig,
     train_info: dict[str, float],
     test_pools: Pools,
+    train_pools: Pools | None = None,
     log: Any = print,
 ) -> Manifest:
     """Export a trained model into a servable folder, with checks, evaluation and reports."""
@@ -239,8 +250,14 @@ def package(
         train_config={k: v for k, v in train_cfg.to_dict().items() if k != "extra"},
         data_config=data_cfg.to_dict(),
     )
+    train_pools = train_pools or cached_pools(data_cfg, "train", tokenizer, CACHE_DIR)
+    ood, ood_report = calibrate(
+        ort_runner(onnx_path), data_cfg, train_pools, test_pools, ood_set(tokenizer)
+    )
+    log(f"{name}: ood {ood_report['per_subset']}")
+    figures = key_figures(results, int8, test_pools) | {"ood": ood_report}
     manifest = reference_manifest(
-        name, model.cfg.fusion, model.cfg.dim, provenance, key_figures(results, int8, test_pools)
+        name, model.cfg.fusion, model.cfg.dim, provenance, figures, ood=ood
     )
     write_manifest(manifest, out_dir)
     write_confusion_png(results, out_dir / "confusion_digit.png", f"{name} ({model.cfg.fusion})")
@@ -251,6 +268,7 @@ def package(
         results=results,
         int8=int8,
         provenance=manifest.provenance.model_dump(),
+        ood=ood_report,
     )
     return manifest
 
@@ -294,6 +312,7 @@ def build_reference(
         train_cfg=train_cfg,
         train_info=info,
         test_pools=test_pools,
+        train_pools=train_pools,
         log=log,
     )
 
@@ -319,6 +338,36 @@ def evaluate_folder(
     pools = build_pools(cfg, "test", tokenizer)
     results = evaluate(ort_runner(model_dir / (model_file or manifest.model_file)), cfg, pools)
     return manifest, results, pools
+
+
+def calibrate_folder(
+    model_dir: Path, keep: float, keep_single: float, cache_dir: Path = CACHE_DIR
+) -> Manifest:
+    """Write the ``ood`` section (and ``evaluation.ood``, the report's section) of an existing
+    reference model folder; ``model.onnx`` is only read."""
+    from export.report import replace_ood_section
+    from service.features.text import load_tokenizer
+    from service.manifest import load_manifest
+
+    manifest = load_manifest(model_dir)
+    cfg = folder_data_config(manifest)
+    tokenizer = load_tokenizer(model_dir / TEXT_RECIPE.tokenizer_dir)
+    train = cached_pools(cfg, "train", tokenizer, cache_dir)
+    test = cached_pools(cfg, "test", tokenizer, cache_dir)
+    run = ort_runner(model_dir / manifest.model_file)
+    spec, report = calibrate(
+        run, cfg, train, test, ood_set(tokenizer), keep=keep, keep_single=keep_single
+    )
+    raw = manifest.model_dump(mode="json")
+    raw["ood"] = spec.model_dump(mode="json")
+    raw["evaluation"] = {**manifest.evaluation, "ood": report}
+    updated = Manifest.model_validate(raw)
+    write_manifest(updated, model_dir)
+    report_md = model_dir / "report.md"
+    if report_md.exists():
+        text = report_md.read_text(encoding="utf-8")
+        report_md.write_text(replace_ood_section(text, report), encoding="utf-8")
+    return updated
 
 
 def reference_manifests(models_dir: Path = MODELS_DIR) -> list[Manifest]:

@@ -24,6 +24,10 @@ MODEL_NAMES: dict[str, str] = {
 DIGIT_LABELS = [str(d) for d in range(10)]
 CONSISTENT_LABELS = ["no", "yes"]
 TOKENIZER_DIR = "tokenizer"
+# The out-of-distribution check keeps this share of the test rows "sure" for two or more
+# modalities, and this share of the correctly answered rows for one (export/ood.py says why).
+OOD_KEEP = 0.95
+OOD_KEEP_SINGLE = 0.90
 
 IMAGE_RECIPE = ImageRecipe(
     input="image",

@@ -21,7 +21,7 @@ from service.manifest import Modality
 from service.metrics import Metrics
 from service.repository import LoadedModel
 from service.runtime.extract import extract_row
-from service.schemas import LabelProbability, TaskPrediction, Timings
+from service.schemas import LabelProbability, OodAssessment, TaskPrediction, Timings
 from service.settings import Settings
 
 
@@ -90,10 +90,18 @@ def task_prediction(probabilities: np.ndarray, labels: list[str], top_k: int) ->
 
 
 def predictions(inference: Inference, top_k: int) -> dict[str, TaskPrediction]:
+    """Every task that applies: one needing more modalities than were sent is left out."""
+    carried = len(inference.modalities)
     return {
         task.name: task_prediction(inference.outputs[task.output], task.labels, top_k)
         for task in inference.model.manifest.tasks
+        if carried >= task.min_modalities
     }
+
+
+def ood(inference: Inference) -> OodAssessment | None:
+    check = inference.model.ood
+    return None if check is None else check.assess(inference.modalities, inference.outputs)
 
 
 def contributions(inference: Inference) -> dict[Modality, float] | None:

@@ -14,15 +14,18 @@ graph outputs into answers, so that serving never guesses what training did:
 - ``modalities``: one feature recipe per modality, each naming the graph input(s) it feeds;
 - ``presence_input``: a float32 ``(batch, len(modality_order))`` tensor; 1.0 where the row
   carries that modality. Absent modalities are fed as zeros (text: one pad token, mask 1);
-- ``tasks``: one probability output per task with its label names;
+- ``tasks``: one probability output per task with its label names, and the fewest modalities
+  a request must carry for the task to be answered (``min_modalities``);
 - ``contribution_output`` / ``embedding_output``: the fusion weights per modality and the
   fused representation;
+- ``ood`` (optional): the out-of-distribution check that marks answers "unsure";
 - ``provenance`` and ``evaluation``: how it was made and how well it does.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,6 +154,45 @@ class TaskSpec(_Strict):
     output: str = Field(description="Graph output holding this task's probabilities.")
     labels: list[str] = Field(min_length=2)
     description: str = ""
+    min_modalities: int = Field(
+        default=1,
+        ge=1,
+        description="The task is answered only for requests carrying at least this many "
+        "modalities (2 for a question about agreement between modalities, which one modality "
+        "cannot answer).",
+    )
+
+
+class OodSubset(_Strict):
+    """The check's reference points and threshold for one combination of modalities."""
+
+    modalities: list[Modality] = Field(min_length=1, description="In ``modality_order``.")
+    centroids: list[list[float]] = Field(
+        min_length=1,
+        description="Unit-length mean direction of the training embeddings of each label of "
+        "the task, one row per label.",
+    )
+    threshold: float = Field(gt=0, description="Scores above this are unsure.")
+
+
+class OodSpec(_Strict):
+    """Out-of-distribution check: answers whose inputs look unlike the training data are
+    marked unsure (the labels stay what the model says).
+
+    ``score = (1 - max_c cos(embedding, centroids[c])) + (1 - max probability of task)``:
+    the embedding's cosine distance to the nearest label centroid plus the task's
+    probability left to the other labels. Both are small for clear in-distribution inputs; a
+    request whose combination of modalities has no entry in ``subsets`` gets no signal.
+    """
+
+    method: Literal["centroid_cosine+1-max_prob"] = "centroid_cosine+1-max_prob"
+    task: str = Field(description="The task whose probabilities enter the score.")
+    subsets: list[OodSubset] = Field(min_length=1)
+    rule: str = Field(default="", description="How the thresholds were chosen, for people.")
+
+    def subset(self, modalities: list[Modality]) -> OodSubset | None:
+        wanted = set(modalities)
+        return next((s for s in self.subsets if set(s.modalities) == wanted), None)
 
 
 class BatchingSpec(_Strict):
@@ -191,6 +233,9 @@ class Manifest(_Strict):
     batching: BatchingSpec = BatchingSpec()
     provenance: Provenance
     evaluation: dict[str, Any] = Field(default_factory=dict)
+    ood: OodSpec | None = Field(
+        default=None, description="Optional out-of-distribution check; absent: no signal."
+    )
 
     @model_validator(mode="after")
     def _names_resolve(self) -> Manifest:
@@ -217,7 +262,38 @@ class Manifest(_Strict):
             )
         if len(set(self.modality_order)) != len(self.modality_order):
             raise ValueError("modality_order repeats a modality")
+        for task in self.tasks:
+            if task.min_modalities > len(self.modality_order):
+                raise ValueError(
+                    f"task {task.name!r} needs {task.min_modalities} modalities but the model "
+                    f"takes {len(self.modality_order)}"
+                )
+        if self.ood is not None:
+            self._check_ood(self.ood)
         return self
+
+    def _check_ood(self, ood: OodSpec) -> None:
+        task = next((t for t in self.tasks if t.name == ood.task), None)
+        if task is None:
+            raise ValueError(f"ood.task {ood.task!r} is not one of the tasks")
+        embedding = next((t for t in self.outputs if t.name == self.embedding_output), None)
+        if embedding is None:
+            raise ValueError("ood needs embedding_output")
+        dim = embedding.shape[-1]
+        seen: list[set[Modality]] = []
+        for subset in ood.subsets:
+            if unknown := set(subset.modalities) - set(self.modality_order):
+                raise ValueError(f"ood subset names modalities the model lacks: {sorted(unknown)}")
+            if set(subset.modalities) in seen:
+                raise ValueError(f"ood lists the subset {subset.modalities} twice")
+            seen.append(set(subset.modalities))
+            if len(subset.centroids) != len(task.labels):
+                raise ValueError(
+                    f"ood subset {subset.modalities} has {len(subset.centroids)} centroids; "
+                    f"task {task.name!r} has {len(task.labels)} labels"
+                )
+            if isinstance(dim, int) and any(len(c) != dim for c in subset.centroids):
+                raise ValueError(f"ood centroids must have {dim} values, like {embedding.name}")
 
     def recipe(self, modality: Modality) -> ImageRecipe | AudioRecipe | TextRecipe:
         recipe = getattr(self.modalities, modality)
@@ -235,7 +311,14 @@ def load_manifest(model_dir: Path) -> Manifest:
     return Manifest.model_validate(raw)
 
 
+# A list of numbers only (no strings, no nested lists), as pydantic's indented JSON writes it.
+_NUMBER_LIST = re.compile(r"\[\s*(-?[\d.eE+-]+(?:\s*,\s*-?[\d.eE+-]+)*)\s*\]")
+
+
 def write_manifest(manifest: Manifest, model_dir: Path) -> Path:
     path = model_dir / MANIFEST_FILENAME
-    path.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    text = manifest.model_dump_json(indent=2)
+    # One line per list of numbers: the ood centroids alone would take thousands of lines.
+    text = _NUMBER_LIST.sub(lambda m: "[" + re.sub(r"\s*,\s*", ", ", m.group(1)) + "]", text)
+    path.write_text(text + "\n", encoding="utf-8")
     return path

@@ -107,6 +107,14 @@ class Metrics:
             ["model", "reason"],
             registry=r,
         )
+        # A rising share of "unsure" is the first sign that clients send what the model was
+        # not trained on.
+        self.ood_answers = Counter(
+            "mmserve_ood_answers",
+            "Predictions with an out-of-distribution verdict, by verdict (sure or unsure).",
+            ["model", "verdict"],
+            registry=r,
+        )
 
     def observer(self, model: str) -> ModelObserver:
         return ModelObserver(self, model)
@@ -117,6 +125,9 @@ class Metrics:
 
     def observe_queue_wait(self, model: str, queue_ms: float) -> None:
         self.queue_wait_seconds.labels(model).observe(queue_ms / 1000.0)
+
+    def observe_ood(self, model: str, unsure: bool) -> None:
+        self.ood_answers.labels(model, "unsure" if unsure else "sure").inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text for ``GET /metrics`` and its content type."""

@@ -46,6 +46,7 @@ from service.manifest import (
 )
 from service.metrics import Metrics
 from service.model_dir import scan
+from service.ood import OodCheck, ood_check
 from service.runtime.batching import Batcher
 from service.runtime.extract import extract_row
 from service.runtime.session import ModelSession
@@ -68,6 +69,7 @@ class LoadedModel:
     batching: BatchingSpec
     batcher: Batcher
     warmup_s: float
+    ood: OodCheck | None = None
 
     @property
     def name(self) -> str:
@@ -253,7 +255,9 @@ class ModelRepository:
             threads=self.settings.runtime.feature_threads,
             observer=None if self._metrics is None else self._metrics.observer(manifest.name),
         )
-        model = LoadedModel(manifest, path, tokenizer, session, batching, batcher, warmup_s)
+        model = LoadedModel(
+            manifest, path, tokenizer, session, batching, batcher, warmup_s, ood_check(manifest)
+        )
         model.warmup_s += await runner.run(warm_features, model, self.settings.limits)
         await batcher.start()
         return model

@@ -50,6 +50,25 @@ class TaskPrediction(BaseModel):
     top_k: list[LabelProbability] = Field(description="The `top_k` most probable labels.")
 
 
+class OodAssessment(BaseModel):
+    """Whether the inputs look like the data the model was trained and tested on."""
+
+    unsure: bool = Field(
+        description="True when `score` is above `threshold`: the inputs look unlike the "
+        "training data (or are too unclear to read), so the labels in `tasks` are what the "
+        "model says but should not be trusted."
+    )
+    score: float = Field(
+        description="Cosine distance of the fused embedding to the nearest label centroid plus "
+        "the probability `task` leaves to its other labels; higher is less familiar."
+    )
+    threshold: float = Field(
+        description="The manifest's threshold for this combination of modalities, chosen on "
+        "the test split (see the model's `evaluation.ood`)."
+    )
+    task: str = Field(description="The task whose probabilities enter the score.")
+
+
 class Timings(BaseModel):
     """Milliseconds spent in each stage of this request."""
 
@@ -96,6 +115,7 @@ class PredictResponse(_Answer):
                         ],
                     },
                 },
+                "ood": {"unsure": False, "score": 0.07, "threshold": 0.29, "task": "digit"},
                 "contributions": {"image": 0.41, "audio": 0.33, "text": 0.26},
                 "timings_ms": {
                     "decode_features": 1.9,
@@ -107,7 +127,19 @@ class PredictResponse(_Answer):
         }
     )
 
-    tasks: dict[str, TaskPrediction] = Field(description="One prediction per task of the model.")
+    tasks: dict[str, TaskPrediction] = Field(
+        description="One prediction per task of the model that applies to this request. A task "
+        "with `min_modalities` above the number of modalities sent is absent: the bundled "
+        "models' `consistent` (do the modalities show the same digit?) needs at least two, "
+        "as one modality always agrees with itself. `GET /v1/models/{model}` lists each "
+        "task's `min_modalities`."
+    )
+    ood: OodAssessment | None = Field(
+        default=None,
+        description="The out-of-distribution signal: `unsure` is true for inputs unlike the "
+        'training data ("hello world" to a digit model). Null when the model\'s manifest has '
+        "no `ood` section or none for this combination of modalities.",
+    )
     contributions: dict[Modality, float] | None = Field(
         default=None,
         description="How much each modality weighed in the fused answer (absent ones: 0). "
@@ -144,6 +176,21 @@ class TaskInfo(BaseModel):
     name: str
     labels: list[str]
     description: str = ""
+    min_modalities: int = Field(
+        default=1, description="Answered only for requests with at least this many modalities."
+    )
+
+
+class OodSubsetInfo(BaseModel):
+    modalities: list[Modality]
+    threshold: float
+
+
+class OodInfo(BaseModel):
+    method: str
+    task: str
+    rule: str
+    subsets: list[OodSubsetInfo] = Field(description="The thresholds; centroids omitted.")
 
 
 class ModelSummary(BaseModel):
@@ -228,6 +275,9 @@ class ModelDetail(BaseModel):
     batching: BatchingInfo
     warmup_s: float
     evaluation: dict[str, Any] = Field(description="The exporter's evaluation summary.")
+    ood: OodInfo | None = Field(
+        default=None, description="The out-of-distribution check, when the manifest has one."
+    )
     provenance: dict[str, Any]
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from fastapi import APIRouter
 
 from service.deps import ModelPath, RepositoryDep, SettingsDep, VersionQuery
+from service.manifest import OodSpec
 from service.repository import LoadedModel, ModelRepository
 from service.runtime.providers import build_description
 from service.schemas import (
@@ -16,6 +17,8 @@ from service.schemas import (
     ModelFailure,
     ModelList,
     ModelSummary,
+    OodInfo,
+    OodSubsetInfo,
     TaskInfo,
     error_responses,
 )
@@ -50,7 +53,12 @@ def _detail(model: LoadedModel, repository: ModelRepository, settings: Settings)
         modalities=manifest.modality_order,
         recipes=manifest.modalities,
         tasks=[
-            TaskInfo(name=t.name, labels=t.labels, description=t.description)
+            TaskInfo(
+                name=t.name,
+                labels=t.labels,
+                description=t.description,
+                min_modalities=t.min_modalities,
+            )
             for t in manifest.tasks
         ],
         inputs=manifest.inputs,
@@ -67,8 +75,16 @@ def _detail(model: LoadedModel, repository: ModelRepository, settings: Settings)
         ),
         warmup_s=model.warmup_s,
         evaluation=manifest.evaluation,
+        ood=_ood_info(manifest.ood),
         provenance=manifest.provenance.model_dump(mode="json"),
     )
+
+
+def _ood_info(spec: OodSpec | None) -> OodInfo | None:
+    if spec is None:
+        return None
+    subsets = [OodSubsetInfo(modalities=s.modalities, threshold=s.threshold) for s in spec.subsets]
+    return OodInfo(method=spec.method, task=spec.task, rule=spec.rule, subsets=subsets)
 
 
 @router.get("", summary="List the models", responses=error_responses(503))

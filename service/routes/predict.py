@@ -24,9 +24,9 @@ from service.deps import (
     UploadsDep,
 )
 from service.errors import InvalidInput
-from service.inference import Inference, contributions, predictions
+from service.inference import Inference, contributions, ood, predictions
 from service.repository import LoadedModel
-from service.schemas import EmbedResponse, PredictResponse, error_responses
+from service.schemas import EmbedResponse, OodAssessment, PredictResponse, error_responses
 from service.uploads import OPENAPI_REQUEST_BODY, Uploads
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -45,10 +45,15 @@ async def answer_predict(
 ) -> Response:
     """The predict endpoints' work and answer, shared with :mod:`service.fastpath`."""
     inference = await call.infer(model, uploads)
-    return _predict_response(inference, call.request_id, top_k)
+    verdict = ood(inference)
+    if verdict is not None:
+        call.metrics.observe_ood(model.name, verdict.unsure)
+    return _predict_response(inference, call.request_id, top_k, verdict)
 
 
-def _predict_response(inference: Inference, request_id: str, top_k: int) -> Response:
+def _predict_response(
+    inference: Inference, request_id: str, top_k: int, verdict: OodAssessment | None
+) -> Response:
     return _json(
         PredictResponse(
             model=inference.model.name,
@@ -57,6 +62,7 @@ def _predict_response(inference: Inference, request_id: str, top_k: int) -> Resp
             modalities=inference.modalities,
             batch_size=inference.batch_size,
             tasks=predictions(inference, top_k),
+            ood=verdict,
             contributions=contributions(inference),
             timings_ms=inference.timings,
         )

@@ -20,7 +20,14 @@ from service.repository import LoadedModel
 from service.routes.v2_base import V2Route, read_body
 from service.runtime.rows import FeatureRow
 from service.v2 import metadata
-from service.v2.binding import RawRow, assemble_outputs, bind_inputs, resolve_outputs
+from service.v2.annotations import row_flags
+from service.v2.binding import (
+    RawRow,
+    assemble_outputs,
+    bind_inputs,
+    carried_modalities,
+    resolve_outputs,
+)
 from service.v2.codec import (
     HEADER_LENGTH,
     InferenceRequest,
@@ -157,7 +164,9 @@ async def infer(
     outputs = resolve_outputs(decoded.outputs, model.manifest, decoded.binary_output)
     rows = await cpu.run(_bind, decoded, model)
     results = await run_rows(model, rows, settings=settings, metrics=metrics, started=arrival)
-    tensors = assemble_outputs(outputs, results)
+    carried = carried_modalities(rows, model.manifest)
+    flags = row_flags(model.manifest, model.ood, carried, results)
+    tensors = assemble_outputs(outputs, results, flags)
     answer, json_length = await cpu.run(
         encode_response, model.name, model.version, decoded.id, tensors
     )

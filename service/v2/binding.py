@@ -87,16 +87,30 @@ def resolve_outputs(
 
 
 def assemble_outputs(
-    outputs: Sequence[ResolvedOutput], rows: Sequence[Mapping[str, np.ndarray]]
+    outputs: Sequence[ResolvedOutput],
+    rows: Sequence[Mapping[str, np.ndarray]],
+    flags: Mapping[str, dict[str, str]] | None = None,
 ) -> list[OutputTensor]:
-    """Per-row results -> one tensor per output with the client's batch axis first."""
+    """Per-row results -> one tensor per output with the client's batch axis first;
+    ``flags``: parameters per output name (:mod:`service.v2.annotations`)."""
     assembled: list[OutputTensor] = []
     for output in outputs:
         stacked = np.stack([row[output.name] for row in rows])
         if output.classification and output.labels is not None:
             stacked = _classify(stacked, output.labels, output.classification)
-        assembled.append(OutputTensor(output.name, stacked, output.binary))
+        parameters = dict((flags or {}).get(output.name, {}))
+        assembled.append(OutputTensor(output.name, stacked, output.binary, parameters))
     return assembled
+
+
+def carried_modalities(
+    rows: Sequence[RawRow] | Sequence[FeatureRow], manifest: Manifest
+) -> list[list[Modality]]:
+    """The modalities each row carries, in the manifest's order."""
+    return [
+        [m for m in manifest.modality_order if m in (row if isinstance(row, dict) else row.inputs)]
+        for row in rows
+    ]
 
 
 def _classify(probabilities: np.ndarray, labels: list[str], count: int) -> np.ndarray:

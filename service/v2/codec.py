@@ -24,7 +24,7 @@ import json
 import math
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -75,6 +75,7 @@ class OutputTensor:
     name: str
     array: np.ndarray
     binary: bool
+    parameters: dict[str, str] = field(default_factory=dict)
 
 
 def parse_header_length(value: str | None) -> int | None:
@@ -151,9 +152,11 @@ def encode_response(
             "datatype": datatypes.from_numpy(output.array.dtype),
             "shape": list(output.array.shape),
         }
+        if output.parameters:
+            entry["parameters"] = dict(output.parameters)
         if output.binary:
             raw = _to_binary(output.array)
-            entry["parameters"] = {"binary_data_size": len(raw)}
+            entry["parameters"] = entry.get("parameters", {}) | {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
             entry["data"] = _to_json(output.array)

@@ -53,7 +53,8 @@ def uploads() -> dict[str, tuple[str | None, bytes]]:
 def in_process_answers(model_dir: Path, files: dict[str, Any]) -> dict[str, Any]:
     """Model name -> the app's own answer in this process (the reference for the image)."""
     answers = {}
-    with TestClient(create_app(Settings(model_dir=model_dir, allowed_hosts=["testserver"]))) as client:
+    settings = Settings(model_dir=model_dir, allowed_hosts=["testserver"])
+    with TestClient(create_app(settings)) as client:
         for model in client.get("/v1/models").json()["models"]:
             name = model["name"]
             response = client.post(f"/v1/models/{name}/predict", files=files)

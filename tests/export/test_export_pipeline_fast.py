@@ -40,10 +40,15 @@ def test_train_export_parity_manifest(
         train_cfg=TINY,
         train_info=info,
         test_pools=test_pools,
+        train_pools=train_pools,
         log=lambda _: None,
     )
     loaded = load_manifest(tmp_path)
     assert loaded == manifest
+    # the build writes the out-of-distribution section and its measurements
+    assert loaded.ood is not None and len(loaded.ood.subsets) == 7
+    assert set(loaded.evaluation["ood"]["per_subset"]) == set(loaded.evaluation["digit_accuracy"])
+    assert {t.name: t.min_modalities for t in loaded.tasks} == {"digit": 1, "consistent": 2}
     assert loaded.provenance.parity_max_abs_diff is not None
     assert loaded.provenance.parity_max_abs_diff <= 1e-4
     assert loaded.provenance.parity_cases == 14

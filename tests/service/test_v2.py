@@ -91,6 +91,9 @@ def assert_same_as_v1(
     """Every task's probabilities and the contributions equal /v1's for the same upload."""
     manifest = direct.manifest
     for task in manifest.tasks:
+        if task.name not in v1["tasks"]:  # /v1 leaves out a task the upload cannot answer
+            assert len(v1["modalities"]) < task.min_modalities
+            continue
         by_label = {p["label"]: p["probability"] for p in v1["tasks"][task.name]["top_k"]}
         expected = np.array([by_label[label] for label in task.labels])
         got = result.as_numpy(task.output)[row]

@@ -101,7 +101,12 @@ def _manifest(name: str, version: str, modalities: tuple[Modality, ...]) -> Mani
         modalities=ModalityRecipes.model_validate({m: recipes[m] for m in modalities}),
         tasks=[
             TaskSpec(name="digit", output="digit_probs", labels=[str(d) for d in range(10)]),
-            TaskSpec(name="consistent", output="consistent_probs", labels=["no", "yes"]),
+            TaskSpec(
+                name="consistent",
+                output="consistent_probs",
+                labels=["no", "yes"],
+                min_modalities=min(2, count),  # a one-modality model cannot ask for two
+            ),
         ],
         contribution_output="contributions",
         embedding_output="embedding",
