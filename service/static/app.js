@@ -423,7 +423,7 @@ function renderAnswer(answer, roundTripMs) {
     `${answer.model} version ${answer.version} · from ${answer.modalities.join(", ")} · ` +
     `request ${answer.request_id}`;
   const tasks = Object.entries(answer.tasks).map(([name, prediction]) =>
-    taskSection(name, prediction),
+    taskSection(name, prediction, answer.ood),
   );
   $("tasks").replaceChildren(...tasks);
   renderContributions(answer);
@@ -434,7 +434,7 @@ function renderAnswer(answer, roundTripMs) {
   document.body.dataset.answer = answer.request_id;
 }
 
-function taskSection(name, prediction) {
+function taskSection(name, prediction, ood) {
   const section = element("section", "task");
   section.dataset.task = name;
   const heading = element("h3", "task-name", name);
@@ -443,6 +443,12 @@ function taskSection(name, prediction) {
     element("span", "top-label", prediction.label),
     element("span", "top-probability", formatPercent(prediction.probability)),
   );
+  // The model's label stands, but the inputs look unlike its training data: say so next to it.
+  if (ood && ood.unsure && ood.task === name) {
+    const mark = element("span", "unsure", "unsure: the inputs look unlike the training data");
+    mark.title = `out-of-distribution score ${ood.score.toFixed(3)} > threshold ${ood.threshold.toFixed(3)}`;
+    top.append(mark);
+  }
   const bars = element("ol", "bars");
   bars.setAttribute("aria-label", `Most probable labels for ${name}`);
   for (const { label, probability } of prediction.top_k) {

@@ -351,3 +351,20 @@ def test_clear_inputs_clears_the_answer_too(
     _no_answer_on_screen(page)
     assert page.input_value("#text") == "" and page.is_hidden("#error")
     assert watched.unexpected_console_errors() == []
+
+
+def test_an_unsure_answer_is_marked_and_a_sure_one_is_not(
+    open_page: Callable[[dict[str, int]], WatchedPage],
+) -> None:
+    watched = open_page(WIDE)
+    page = watched.page
+    page.select_option("#model", DEFAULT_MODEL)
+    page.fill("#text", "hello world")
+    watched.submit_and_wait()
+    assert watched.shown_answer()["ood"]["unsure"] is True
+    assert page.locator('[data-task="digit"] .unsure').count() == 1
+    page.fill("#text", "seven")
+    watched.submit_and_wait()
+    assert watched.shown_answer()["ood"]["unsure"] is False
+    assert page.locator(".unsure").count() == 0
+    assert watched.unexpected_console_errors() == []
