@@ -61,6 +61,13 @@ echo "## Text alone needs no multipart"
 echo
 run "curl -s -d text=three http://127.0.0.1:$PORT/v1/predict | python3 -m json.tool"
 echo
+echo "## Inputs unlike the training data are marked unsure"
+echo
+echo 'The label is still what the model says; `ood.unsure` says not to trust it. One modality'
+echo 'gets no `consistent` verdict (it needs two).'
+echo
+run "curl -s -F 'text=hello world' http://127.0.0.1:$PORT/v1/predict | python3 -c 'import json, sys; a = json.load(sys.stdin); print({t: (p[\"label\"], round(p[\"probability\"], 3)) for t, p in a[\"tasks\"].items()}, a[\"ood\"])'"
+echo
 echo "## The fused embedding"
 echo
 run "curl -s -F text=seven -F image=@digit.png http://127.0.0.1:$PORT/v1/models/digits-xattn/embed | python3 -c 'import json, sys; b = json.load(sys.stdin); print(b[\"model\"], b[\"dim\"], [round(x, 3) for x in b[\"embedding\"][:6]], \"...\")'"
@@ -71,6 +78,9 @@ run "curl -s -w '  HTTP %{http_code}\n' -F image=@seven.wav http://127.0.0.1:$PO
 run "curl -s -w '  HTTP %{http_code}\n' -F text=seven -F video=@digit.png http://127.0.0.1:$PORT/v1/predict"
 run "curl -s -w '  HTTP %{http_code}\n' -F text=seven http://127.0.0.1:$PORT/v1/models/no-such-model/predict"
 run "curl -s -w '  HTTP %{http_code}\n' -X POST http://127.0.0.1:$PORT/v1/predict"
+run "curl -s -w '  HTTP %{http_code}\n' -F text= http://127.0.0.1:$PORT/v1/predict"
+run "curl -s -w '  HTTP %{http_code}\n' -F image=digit.png http://127.0.0.1:$PORT/v1/predict"
+run "curl -s -w '  HTTP %{http_code}\n' http://127.0.0.1:$PORT/v1/predict"
 echo
 echo "## What is served"
 echo
