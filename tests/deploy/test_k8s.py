@@ -50,7 +50,8 @@ def test_pod_is_hardened(objects: dict[str, dict[str, Any]]) -> None:
     assert context["allowPrivilegeEscalation"] is False
     assert context["capabilities"]["drop"] == ["ALL"]
     # The one writable place, where multipart uploads spill (as the container test mounts it).
-    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
+    writable = [m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")]
+    assert writable == ["/tmp"]
     # A probe that times out after the default 1 s flaps under load.
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["timeoutSeconds"] >= 3, probe
@@ -105,7 +106,7 @@ def test_every_kind_is_there(objects: dict[str, dict[str, Any]]) -> None:
 def test_probes_and_termination_fit_the_drain(objects: dict[str, dict[str, Any]]) -> None:
     pod = objects["Deployment"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     drain_s = float(env["MMSERVE_SHUTDOWN_GRACE_S"]) + float(env["MMSERVE_DRAIN_TIMEOUT_S"])
     assert pod["terminationGracePeriodSeconds"] > drain_s
     assert env["MMSERVE_WORKERS"] == "1"
@@ -149,7 +150,21 @@ def test_kserve_runtime_serves_the_inference_service() -> None:
     }
     kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
     (container,) = runtime["spec"]["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     # KServe's storage initializer puts the model at /mnt/models and routes to port 8080.
     assert env["MMSERVE_MODEL_DIR"] == "/mnt/models"
     assert env["MMSERVE_PORT"] == str(container["ports"][0]["containerPort"]) == "8080"
+
+
+def test_the_pods_bind_publicly_so_they_get_api_keys(objects: dict[str, dict[str, Any]]) -> None:
+    # The image binds 0.0.0.0, where the service refuses to start without a key (README, Security).
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    keys_file = env["MMSERVE_API_KEYS_FILE"]["value"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    secret = next(v for v in pod["volumes"] if "secret" in v)
+    assert mounts[secret["name"]]["readOnly"] is True
+    assert keys_file.startswith(mounts[secret["name"]]["mountPath"] + "/")
+    runtime = yaml.safe_load((REPO_ROOT / "deploy/kserve/servingruntime.yaml").read_text())
+    kserve_env = {e["name"]: e for e in runtime["spec"]["containers"][0]["env"]}
+    assert "secretKeyRef" in kserve_env["MMSERVE_API_KEYS"]["valueFrom"]
