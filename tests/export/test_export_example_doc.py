@@ -54,6 +54,7 @@ def test_example_exports_a_model_the_service_serves(tmp_path: Path) -> None:
             "model_dir": tmp_path / "models",
             "workers": 1,
             "runtime": {"providers": ["CPUExecutionProvider"]},
+            "allowed_hosts": ["testserver"],  # TestClient's Host
         }
     )
     png = io.BytesIO()
