@@ -42,13 +42,15 @@ async def infer(
     metrics: Metrics,
     started: float,
     receive: Receive | None = None,
+    group: object | None = None,
 ) -> Inference:
     """Run one request; ``started`` is its ``time.perf_counter()`` at arrival.
 
     With ``receive`` (the request's ASGI channel), the work is cancelled if the client
-    disconnects before its answer is ready.
+    disconnects before its answer is ready. Rows of one request pass the same ``group``
+    (:meth:`~service.runtime.batching.Batcher.submit_job`).
     """
-    work = _infer(model, uploads, settings=settings, metrics=metrics, started=started)
+    work = _infer(model, uploads, settings=settings, metrics=metrics, started=started, group=group)
     if receive is None:
         return await work
     return await cancel_on_disconnect(work, receive)
@@ -61,9 +63,12 @@ async def _infer(
     settings: Settings,
     metrics: Metrics,
     started: float,
+    group: object | None,
 ) -> Inference:
     job = functools.partial(extract_row, model, uploads, settings.limits)
-    result = await model.batcher.submit_job(job, timeout_s=settings.batching.request_timeout_s)
+    result = await model.batcher.submit_job(
+        job, timeout_s=settings.batching.request_timeout_s, group=group
+    )
     metrics.observe_features(model.name, {str(m): ms for m, ms in result.feature_ms.items()})
     metrics.observe_queue_wait(model.name, result.queue_ms)
     timings = Timings(

@@ -92,7 +92,12 @@ def extract_row(
             inputs[modality] = _text_row(value, recipe, source.tokenizer, limits)
         elif isinstance(recipe, ImageRecipe):
             data = _binary(value, modality)
-            pixels = image_features(data, recipe, max_pixels=limits.max_image_pixels)
+            pixels = image_features(
+                data,
+                recipe,
+                max_pixels=limits.max_image_pixels,
+                max_decoded_bytes=limits.max_image_decoded_bytes,
+            )
             inputs[modality] = {recipe.input: pixels}
         elif isinstance(recipe, AudioRecipe):
             data = _binary(value, modality)

@@ -2,8 +2,10 @@
 
 Raw rows go through :func:`service.inference.infer`, exactly as a ``/v1`` upload does (feature
 extraction on the batcher's thread, just before the batch's inference); feature rows go to the
-batcher at once. All rows of a request are submitted together, so they land in the same batch
-when it has room, and share it with other clients' rows.
+batcher at once. All rows of a request are submitted together and counted against the queue
+limit as rows. Feature rows land in the same batch when it has room; raw rows (each a decode)
+share a group, so a batch takes at most ``batching.max_request_rows_per_batch`` of them and
+other clients' requests get their turn in between.
 """
 
 from __future__ import annotations
@@ -34,17 +36,19 @@ async def run_rows(
 ) -> list[RowOutputs]:
     """Every row's outputs, in order; the first row's error fails the request."""
     batcher = model.batcher
-    if batcher.queue_depth + len(rows) > batcher.max_queue:
+    # Admitted as that many rows: each counts against max_queue, as a /v1 request does.
+    if batcher.pending + len(rows) > batcher.max_queue:
         raise Overloaded(
-            f"model {model.name!r} has {batcher.queue_depth} rows queued; {len(rows)} more "
-            f"would pass the limit of {batcher.max_queue}; retry shortly"
+            f"model {model.name!r} has {batcher.pending} rows pending; {len(rows)} more "
+            f"would pass the limit of {batcher.max_queue} (batching.max_queue); retry shortly"
         )
+    group = object()  # this request's rows, so a batch takes only its share of them
     jobs: list[Awaitable[RowOutputs]] = []
     for row in rows:
         if isinstance(row, FeatureRow):
             jobs.append(_features(model, row, settings, metrics))
         else:
-            jobs.append(_raw(model, row, settings, metrics, started))
+            jobs.append(_raw(model, row, settings, metrics, started, group))
     results = await asyncio.gather(*jobs, return_exceptions=True)
     outputs: list[RowOutputs] = []
     for i, result in enumerate(results):
@@ -69,8 +73,11 @@ async def _raw(
     settings: Settings,
     metrics: Metrics,
     started: float,
+    group: object,
 ) -> RowOutputs:
-    inference = await infer(model, row, settings=settings, metrics=metrics, started=started)
+    inference = await infer(
+        model, row, settings=settings, metrics=metrics, started=started, group=group
+    )
     return inference.outputs
 
 
