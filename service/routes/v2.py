@@ -158,20 +158,21 @@ async def infer(
     limits = settings.limits
     body = await read_body(request, limits.max_body_bytes)
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
+    check = functools.partial(
+        check_declared, manifest=model.manifest, max_rows=model.batching.max_batch_size
+    )
     if encoding := request.headers.get("content-encoding"):
         body = await cpu.run(
             functools.partial(
                 decompress,
                 json_length=header_length,
                 max_elements=limits.max_v2_elements,
+                check_inputs=check,
             ),
             body,
             encoding,
             limits.max_body_bytes,
         )
-    check = functools.partial(
-        check_declared, manifest=model.manifest, max_rows=model.batching.max_batch_size
-    )
     decoded = await cpu.run(
         functools.partial(decode_request, max_elements=limits.max_v2_elements, check_inputs=check),
         body,
