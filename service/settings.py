@@ -52,6 +52,14 @@ class Limits(BaseModel):
     max_audio_channels: int = Field(default=MAX_AUDIO_CHANNELS, gt=0, le=MAX_AUDIO_CHANNELS)
     max_audio_sample_rate: int = Field(default=MAX_AUDIO_SAMPLE_RATE, gt=0, description="Hz.")
     max_text_chars: int = Field(default=2_000, gt=0)
+    # Sixteen ordinary photos (JPEGs decode at 1/8 scale: ~10 ms each) take a tenth of it;
+    # sixteen images at the decode limits (~100-250 ms each) pass it.
+    max_request_decode_ms: float = Field(
+        default=2_000.0,
+        gt=0,
+        description="CPU time one request's rows may spend decoding, all rows together (a V2 "
+        "batch of encoded files); the rows after it is spent are refused.",
+    )
     max_v2_elements: int = Field(
         default=MAX_V2_ELEMENTS,
         gt=0,

@@ -4,8 +4,10 @@ Raw rows go through :func:`service.inference.infer`, exactly as a ``/v1`` upload
 extraction on the batcher's thread, just before the batch's inference); feature rows go to the
 batcher at once. All rows of a request are submitted together and counted against the queue
 limit as rows. Feature rows land in the same batch when it has room; raw rows (each a decode)
-share a group, so a batch takes at most ``batching.max_request_rows_per_batch`` of them and
-other clients' requests get their turn in between.
+share a :class:`~service.runtime.budget.DecodeBudget` (``limits.max_request_decode_ms`` of CPU
+for all their decoding) that also groups them, so a batch takes at most
+``batching.max_request_rows_per_batch`` of them and other clients' requests get their turn in
+between.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from service.errors import Overloaded, ServiceError
 from service.inference import infer
 from service.metrics import Metrics
 from service.repository import LoadedModel
+from service.runtime.budget import DecodeBudget
 from service.runtime.rows import FeatureRow
 from service.settings import Settings
 from service.v2.binding import RawRow
@@ -42,13 +45,15 @@ async def run_rows(
             f"model {model.name!r} has {batcher.pending} rows pending; {len(rows)} more "
             f"would pass the limit of {batcher.max_queue} (batching.max_queue); retry shortly"
         )
-    group = object()  # this request's rows, so a batch takes only its share of them
+    # Shared by this request's rows: their decoding's CPU budget, and their group in the
+    # batcher, so that a batch takes only its share of them.
+    budget = DecodeBudget(settings.limits.max_request_decode_ms)
     jobs: list[Awaitable[RowOutputs]] = []
     for row in rows:
         if isinstance(row, FeatureRow):
             jobs.append(_features(model, row, settings, metrics))
         else:
-            jobs.append(_raw(model, row, settings, metrics, started, group))
+            jobs.append(_raw(model, row, settings, metrics, started, budget))
     results = await asyncio.gather(*jobs, return_exceptions=True)
     outputs: list[RowOutputs] = []
     for i, result in enumerate(results):
@@ -73,10 +78,10 @@ async def _raw(
     settings: Settings,
     metrics: Metrics,
     started: float,
-    group: object,
+    budget: DecodeBudget,
 ) -> RowOutputs:
     inference = await infer(
-        model, row, settings=settings, metrics=metrics, started=started, group=group
+        model, row, settings=settings, metrics=metrics, started=started, budget=budget
     )
     return inference.outputs
 

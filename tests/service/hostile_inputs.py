@@ -154,3 +154,7 @@ def zeros_feature_request(rows: int) -> bytes:
             }
         ]
     )
+
+
+def png_digit() -> bytes:
+    return _encode(_flat("L", 64), "PNG")

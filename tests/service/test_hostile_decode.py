@@ -281,3 +281,57 @@ def test_eight_at_once_keep_the_worker_small_and_live(worker: Worker) -> None:
     assert peak_mb < 1024, peak_mb
     assert max(health_ms) < 100, sorted(health_ms)[-5:]
     assert worker.client.get("/readyz").status_code == 200
+
+
+def test_a_many_row_v2_request_does_not_hold_the_model(worker: Worker) -> None:
+    """16 rows of 4 Mpx WebP in one V2 request and, 100 ms later, one small /v1 predict on
+    the same model: the predict is answered long before the V2 request, as a batch takes
+    only max_request_rows_per_batch (4) of the V2 request's rows."""
+    body, header_length = hostile.v2_raw_images([hostile.webp(hostile.BIG)] * 16)
+    small = _image(hostile.png_digit())
+    finished: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def big() -> None:
+        with httpx.Client(base_url=worker.live.url, timeout=30) as client:
+            response = _v2_binary(body, header_length)(client)
+            assert response.status_code == 200, response.text
+        finished["v2"] = time.perf_counter() - start
+
+    thread = threading.Thread(target=big)
+    thread.start()
+    time.sleep(0.1)
+    sent = time.perf_counter()
+    assert small(worker.client).status_code == 200
+    finished["v1"] = time.perf_counter() - start
+    v1_latency = time.perf_counter() - sent
+    thread.join()
+    REPORT.append(
+        (
+            "fairness: /v1 latency beside a 16-row V2 request (ms) / V2 total (ms)",
+            Measured(200, v1_latency * 1000, finished["v2"] * 1000),
+        )
+    )
+    assert finished["v1"] < finished["v2"]
+    assert v1_latency < 0.6 * finished["v2"], finished
+
+
+def test_rows_count_against_the_queue_and_share_one_decode_budget(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / MODEL).symlink_to(REPO_ROOT / "onnx_models" / MODEL)
+    env = {"MMSERVE_BATCHING__MAX_QUEUE": "8", "MMSERVE_LIMITS__MAX_REQUEST_DECODE_MS": "50"}
+    with (
+        live_server(models, tmp_path / "serve.log", env=env, ready_path="/readyz") as live,
+        httpx.Client(base_url=live.url, timeout=30) as client,
+    ):
+        image = hostile.webp(hostile.BIG)  # ~40 ms of decoding each
+        nine, nine_length = hostile.v2_raw_images([image] * 9)
+        queued = _v2_binary(nine, nine_length)(client)
+        assert queued.status_code == 503, queued.text  # Overloaded, as V2 spells it
+        assert "batching.max_queue" in queued.json()["error"]
+        eight, eight_length = hostile.v2_raw_images([image] * 8)
+        spent = _v2_binary(eight, eight_length)(client)
+        assert spent.status_code == 400, spent.text
+        assert "limits.max_request_decode_ms" in spent.json()["error"]
+        assert client.get("/readyz").status_code == 200
