@@ -51,6 +51,12 @@ class Limits(BaseModel):
     max_audio_seconds: float = Field(default=30.0, gt=0)
     max_audio_channels: int = Field(default=MAX_AUDIO_CHANNELS, gt=0, le=MAX_AUDIO_CHANNELS)
     max_audio_sample_rate: int = Field(default=MAX_AUDIO_SAMPLE_RATE, gt=0, description="Hz.")
+    # Each limit above may hold while their product does not: 8 channels at 384 kHz for 30 s
+    # is 92 M samples (~1 s and ~400 MB to decode). 6 M keeps 30 s of stereo at 96 kHz (the
+    # bundled models use 1 s at 16 kHz) and costs ~70 ms and ~25 MB of float32 at most.
+    max_audio_samples: int = Field(
+        default=6_000_000, gt=0, description="Decoded samples: channels x rate x seconds."
+    )
     max_text_chars: int = Field(default=2_000, gt=0)
     # Sixteen ordinary photos (JPEGs decode at 1/8 scale: ~10 ms each) take a tenth of it;
     # sixteen images at the decode limits (~100-250 ms each) pass it.

@@ -90,13 +90,14 @@ def decode_audio(
     max_seconds: float,
     max_channels: int = MAX_AUDIO_CHANNELS,
     max_sample_rate: int = MAX_AUDIO_SAMPLE_RATE,
+    max_samples: int | None = None,
 ) -> tuple[np.ndarray, int]:
     """Decode an upload to mono float32 at its own sample rate."""
-    bounds = AudioBounds(max_seconds, max_channels, max_sample_rate)
+    bounds = AudioBounds(max_seconds, max_channels, max_sample_rate, max_samples)
     if (plain := plain_pcm16_wav(data)) is not None:
         pcm, sample_rate = plain
         bounds.check_layout(pcm.shape[1], sample_rate)
-        bounds.check_length(pcm.shape[0], sample_rate)
+        bounds.check_length(pcm.shape[0], sample_rate, pcm.shape[1])
         return _mono(pcm.astype(np.float32) * _INT16_SCALE, sample_rate, bounds)
     if (container := container_format(data)) is not None:
         return _checked(*decode_container(data, container, bounds), bounds)
@@ -108,7 +109,7 @@ def decode_audio(
                 raise InvalidInput("audio is truncated: the file ends inside its data", field=FIELD)
             # Some containers (MP3, OGG streams) report no frame count; check after decoding.
             if 0 < frames:
-                bounds.check_length(frames, sample_rate)
+                bounds.check_length(frames, sample_rate, f.channels)
             samples = f.read(dtype="float32", always_2d=True)
     except sf.LibsndfileError as exc:
         if "unknown format" in str(exc).lower() or "format not recognised" in str(exc).lower():
@@ -165,10 +166,15 @@ def audio_features(
     max_seconds: float,
     max_channels: int = MAX_AUDIO_CHANNELS,
     max_sample_rate: int = MAX_AUDIO_SAMPLE_RATE,
+    max_samples: int | None = None,
 ) -> np.ndarray:
     """Uploaded bytes -> the graph's audio input for one row."""
     samples, sample_rate = decode_audio(
-        data, max_seconds=max_seconds, max_channels=max_channels, max_sample_rate=max_sample_rate
+        data,
+        max_seconds=max_seconds,
+        max_channels=max_channels,
+        max_sample_rate=max_sample_rate,
+        max_samples=max_samples,
     )
     clip = fit_clip(samples, sample_rate, recipe)
     features: np.ndarray = clip_batch_features(clip[None, :], recipe)[0]

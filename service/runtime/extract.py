@@ -107,6 +107,7 @@ def extract_row(
                 max_seconds=limits.max_audio_seconds,
                 max_channels=limits.max_audio_channels,
                 max_sample_rate=limits.max_audio_sample_rate,
+                max_samples=limits.max_audio_samples,
             )
             inputs[modality] = {recipe.input: coefficients}
         timings[modality] = (time.perf_counter() - start) * 1000.0

@@ -12,6 +12,7 @@ import json
 import struct
 
 import numpy as np
+import soundfile as sf
 from PIL import Image
 
 HUGE = 6000  # pixels a side: 36 Mpx, within the old 40 Mpx limit
@@ -158,3 +159,13 @@ def zeros_feature_request(rows: int) -> bytes:
 
 def png_digit() -> bytes:
     return _encode(_flat("L", 64), "PNG")
+
+
+def silent_flac(channels: int, rate: int, seconds: int) -> bytes:
+    """Silence compresses to almost nothing: 8 channels at 384 kHz for 30 s is ~100 KB."""
+    buf = io.BytesIO()
+    second = np.zeros((rate, channels), dtype=np.int16)
+    with sf.SoundFile(buf, "w", rate, channels, format="FLAC", subtype="PCM_16") as out:
+        for _ in range(seconds):
+            out.write(second)
+    return buf.getvalue()

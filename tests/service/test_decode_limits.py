@@ -12,14 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.config import IMAGE_RECIPE
+from export.config import AUDIO_RECIPE, IMAGE_RECIPE
 from service.errors import InvalidInput, PayloadTooLarge
+from service.features.audio import audio_features, decode_audio
 from service.features.image import decoded_bytes_per_pixel, image_features, open_image
 from service.runtime.budget import DecodeBudget
 from service.settings import Limits
 from service.v2.codec import check_shapes, decode_request, decompress
 from service.v2.schemas import RequestInput
 from tests.service import hostile_inputs as hostile
+from tests.service.media import encode_container
 
 LIMITS = Limits()
 
@@ -177,3 +179,32 @@ def test_a_decode_budget_refuses_the_rows_after_it_is_spent() -> None:
     with pytest.raises(PayloadTooLarge, match="limits.max_request_decode_ms"):
         budget.run(busy)
     assert budget.rows == 1 and budget.spent_ms >= 30
+
+
+def test_audio_is_bounded_by_channels_x_rate_x_seconds() -> None:
+    data = hostile.silent_flac(8, 384_000, 3)  # 9.2 M samples, each limit alone fine
+    start = time.perf_counter()
+    with pytest.raises(PayloadTooLarge, match="limits.max_audio_samples") as caught:
+        audio_features(data, AUDIO_RECIPE, max_seconds=30, max_samples=6_000_000)
+    assert time.perf_counter() - start < 0.05
+    assert caught.value.field == "audio"
+    stereo = hostile.silent_flac(2, 48_000, 30)  # 2.9 M samples
+    features = audio_features(stereo, AUDIO_RECIPE, max_seconds=30, max_samples=6_000_000)
+    assert features.shape == (20, 101)
+
+
+def test_container_audio_is_bounded_by_its_samples_while_decoding() -> None:
+    samples = np.zeros((48_000 * 16, 8), dtype=np.float32)  # 8 channels x 48 kHz x 16 s
+    data = encode_container(samples, 48_000, "webm-opus-live", layout="7.1")
+    with pytest.raises(PayloadTooLarge, match="limits.max_audio_samples"):
+        audio_features(data, AUDIO_RECIPE, max_seconds=30, max_samples=6_000_000)
+
+
+@pytest.mark.parametrize("name", ["webm-opus-live", "m4a-aac"])
+def test_eight_channel_audio_decodes_without_reading_past_its_planes(name: str) -> None:
+    """PyAV 18.1's own conversion reads a 9th plane of an 8-channel planar frame (a crash)."""
+    tone = np.sin(np.arange(48_000 * 2) * (2 * np.pi * 440 / 48_000)).astype(np.float32)
+    samples = np.repeat(tone[:, None] * 0.5, 8, axis=1)
+    mono, rate = decode_audio(encode_container(samples, 48_000, name, layout="7.1"), max_seconds=30)
+    assert rate == 48_000 and np.isfinite(mono).all()
+    assert 0.2 < float(np.abs(mono).max()) < 0.8  # the tone, mixed: not garbage, not silence

@@ -121,6 +121,10 @@ def _image(data: bytes) -> Callable[[httpx.Client], httpx.Response]:
     return lambda c: c.post(PREDICT, files={"image": ("upload", data)})
 
 
+def _audio(data: bytes) -> Callable[[httpx.Client], httpx.Response]:
+    return lambda c: c.post(PREDICT, files={"audio": ("upload", data)})
+
+
 def _v2(body: bytes, **headers: str) -> Callable[[httpx.Client], httpx.Response]:
     return lambda c: c.post(
         INFER, content=body, headers={"content-type": "application/json", **headers}
@@ -151,6 +155,7 @@ def _refused_cases() -> list[Case]:
         Case("TIFF 6000x6000", _image(hostile.tiff(hostile.HUGE)), 413),
         Case("GIF 6000x6000", _image(hostile.gif(hostile.HUGE)), 413),
         Case("RGBA PNG 2800x2800 (decoded bytes)", _image(hostile.rgba_png(2800)), 413),
+        Case("FLAC 8 ch, 384 kHz, 30 s", _audio(hostile.silent_flac(8, 384_000, 30)), 413),
         Case(
             "V2 shape [0, 1e30]",
             _v2(b'{"inputs":[{"name":"image","datatype":"FP32","shape":[0,1e30],"data":[]}]}'),
@@ -204,6 +209,7 @@ def _answered_cases() -> list[Case]:
         Case("JPEG 6000x6000 (draft 1/8)", _image(hostile.jpeg(hostile.HUGE)), 200),
         Case("GIF 1000x1000, 200 frames", _image(hostile.animated_gif(1000, 200)), 200),
         Case("TIFF 1000x1000, 50 pages", _image(hostile.multipage_tiff(1000, 50)), 200),
+        Case("FLAC 2 ch, 48 kHz, 30 s", _audio(hostile.silent_flac(2, 48_000, 30)), 200),
         Case("urlencoded text=seven", lambda c: c.post(PREDICT, data={"text": "seven"}), 200),
         Case(
             "V2 gzip JSON 16 rows of features",
