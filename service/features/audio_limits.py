@@ -58,9 +58,8 @@ class AudioBounds:
     def check_samples(self, samples: int, channels: int) -> None:
         if self.max_samples is not None and samples > self.max_samples:
             raise PayloadTooLarge(
-                f"audio decodes to more than {self.max_samples} samples ({channels} channels "
-                f"x sample rate x seconds: {samples} so far or declared); the limit is "
-                f"limits.max_audio_samples",
+                f"audio decodes to at least {samples} samples ({channels} channels x sample "
+                f"rate x seconds); the limit (limits.max_audio_samples) is {self.max_samples}",
                 field=FIELD,
             )
 
