@@ -60,7 +60,8 @@ def open_image(
             img = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as exc:
         raise PayloadTooLarge(
-            f"image has too many pixels; the limit is {max_pixels}", field=FIELD
+            f"image has too many pixels; the limit (limits.max_image_pixels) is {max_pixels}",
+            field=FIELD,
         ) from exc
     except UnidentifiedImageError as exc:
         raise UnsupportedMediaType(
