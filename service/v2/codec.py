@@ -24,7 +24,7 @@ import json
 import math
 import struct
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,20 +34,17 @@ from pydantic import ValidationError
 from service.errors import InvalidInput, PayloadTooLarge
 from service.settings import MAX_V2_ELEMENTS
 from service.v2 import datatypes
+from service.v2.bounds import InputsCheck, check_commas, check_datatype, check_shapes
 from service.v2.schemas import InferenceRequestHeader, RequestInput, RequestOutput
 
 HEADER_LENGTH: Final = "Inference-Header-Content-Length"
 _LENGTH_PREFIX = struct.Struct("<I")
-_MAX_DIMS: Final = 16  # more than any model's input has; numpy's own limit is 64
 # The kind of numpy array JSON data may parse to, per target kind: ints are fine for floats,
 # nothing else converts silently (no strings, no bools into numbers).
 _JSON_KINDS: Final = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
 _ENCODINGS: Final = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 # Inflated a piece at a time, so a body over its limit is refused after at most this much more.
 _INFLATE_CHUNK: Final = 1 << 20
-# Commas a JSON header holds besides its numbers: between its keys, inputs and dimensions.
-_JSON_STRUCTURE_COMMAS: Final = 4096
-InputsCheck = Callable[[Sequence[RequestInput]], None]
 
 
 @dataclass(frozen=True)
@@ -125,7 +122,7 @@ def decompress(
         if json_length is None or size < json_length:
             head = piece if json_length is None else piece[: json_length - size]
             commas += head.count(b",")
-            _check_commas(commas, max_elements)
+            check_commas(commas, max_elements)
             if json_length is not None and size + len(piece) >= json_length:
                 read_header(b"".join([*pieces, head]), max_elements, check_inputs)
         size += len(piece)
@@ -145,7 +142,7 @@ def read_header(
     # Every element of JSON ``data`` but the last of its list is followed by a comma, so the
     # commas bound the elements from above (with an allowance for the header's structure);
     # counting them costs ~1 ms a megabyte, parsing them ~90 ms and ~70 MB a million.
-    _check_commas(raw.count(b","), max_elements)
+    check_commas(raw.count(b","), max_elements)
     header = _parse_header(raw)
     check_shapes(header.inputs, max_elements)
     if check_inputs is not None:
@@ -167,56 +164,6 @@ def _inflate(body: bytes, wbits: int, encoding: str) -> Iterator[bytes]:
         raise InvalidInput(f"the {encoding} body cannot be decompressed: {exc}") from exc
     if not inflater.eof:
         raise InvalidInput(f"the {encoding} body is truncated")
-
-
-def _check_commas(commas: int, max_elements: int) -> None:
-    if commas > max_elements + _JSON_STRUCTURE_COMMAS:
-        raise PayloadTooLarge(
-            f"the JSON header holds more than {max_elements} values; the limit "
-            f"(limits.max_v2_elements) is {max_elements} tensor elements a request"
-        )
-
-
-def check_shapes(inputs: Sequence[RequestInput], max_elements: int) -> None:
-    """Every declared shape within ``max_elements``, each dimension and all inputs together,
-    before any array or list is built for it (a shape [0, 2**62] holds no elements but no
-    array can take it)."""
-    total = 0
-    for spec in inputs:
-        _check_datatype(spec)
-        if len(spec.shape) > _MAX_DIMS:
-            raise InvalidInput(
-                f"input {spec.name!r} has {len(spec.shape)} dimensions; at most {_MAX_DIMS}",
-                field=spec.name,
-            )
-        if any(d > max_elements for d in spec.shape):
-            raise PayloadTooLarge(
-                f"input {spec.name!r} has shape {_shown(spec.shape)}; no dimension may pass "
-                f"limits.max_v2_elements = {max_elements}",
-                field=spec.name,
-            )
-        total += math.prod(spec.shape)
-        if total > max_elements:
-            raise PayloadTooLarge(
-                f"the inputs declare more than {max_elements} tensor elements (input "
-                f"{spec.name!r} has shape {_shown(spec.shape)}); the limit is "
-                "limits.max_v2_elements",
-                field=spec.name,
-            )
-
-
-def _check_datatype(spec: RequestInput) -> None:
-    if spec.datatype not in datatypes.KNOWN:
-        raise InvalidInput(
-            f"input {spec.name!r} has unknown datatype {spec.datatype[:32]!r}", field=spec.name
-        )
-    if spec.datatype == "BF16":
-        raise InvalidInput(f"input {spec.name!r}: BF16 tensors are not supported", field=spec.name)
-
-
-def _shown(shape: Sequence[int]) -> str:
-    text = str(list(shape))
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def decode_request(
@@ -308,7 +255,7 @@ def _parse_header(raw: bytes | memoryview) -> InferenceRequestHeader:
 def _decode_input(spec: RequestInput, binary: memoryview) -> tuple[Tensor, int]:
     """-> (the tensor, how many bytes of the binary section it used)."""
     where = f"input {spec.name!r}"
-    _check_datatype(spec)
+    check_datatype(spec)
     if "shared_memory_region" in spec.parameters:
         raise InvalidInput(f"{where}: the shared memory extension is not supported")
     count = math.prod(spec.shape)

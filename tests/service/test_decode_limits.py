@@ -18,7 +18,8 @@ from service.features.audio import audio_features, decode_audio
 from service.features.image import decoded_bytes_per_pixel, image_features, open_image
 from service.runtime.budget import DecodeBudget
 from service.settings import Limits
-from service.v2.codec import check_shapes, decode_request, decompress
+from service.v2.bounds import check_shapes
+from service.v2.codec import decode_request, decompress
 from service.v2.schemas import RequestInput
 from tests.service import hostile_inputs as hostile
 from tests.service.media import encode_container
