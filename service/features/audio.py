@@ -1,8 +1,10 @@
 """Audio bytes -> float32 ``(coefficients, frames)`` as the manifest's recipe says.
 
 Decoding is libsndfile's (through soundfile): WAV (8/16/24/32-bit integer, 32/64-bit float),
-FLAC, OGG/Vorbis, Opus and MP3 — whatever the linked libsndfile reads; a plain 16-bit PCM
-WAV, the commonest upload, is read directly with the same result (``plain_pcm16_wav``).
+FLAC, OGG/Vorbis, Opus and MP3, and only those of the formats libsndfile reads (AU, AIFF, CAF,
+W64, VOC and a dozen more are refused: each is more parser for a client to reach, for no
+user); a plain 16-bit PCM WAV, the commonest upload, is read directly with the same result
+(``plain_pcm16_wav``).
 MP4/M4A/MOV and WebM/Matroska (AAC, Opus: what phones and browsers record) are decoded with
 PyAV (:mod:`service.features.audio_containers`). The format comes from the bytes. Length,
 channels and sample rate are checked from the header before decoding
@@ -28,6 +30,11 @@ from service.features.spectral import extractor_for
 from service.manifest import AudioRecipe
 from service.settings import MAX_AUDIO_CHANNELS, MAX_AUDIO_SAMPLE_RATE
 
+# libsndfile's names for the documented formats (WAVEX: WAV with the extensible header).
+_SOUNDFILE_FORMATS = frozenset({"WAV", "WAVEX", "FLAC", "OGG", "MP3"})
+_SUPPORTED = (
+    "WAV, FLAC, OGG/Vorbis, Opus, MP3, M4A/AAC, MP4, WebM/Opus or Matroska"  # as documented
+)
 # libsndfile reads a truncated WAV/AIFF without complaint, noting in its log that the data
 # chunk "should be" shorter than declared. Streaming writers declare 0 or 0xFFFFFFFF (unknown).
 _SHORT_DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
@@ -103,6 +110,10 @@ def decode_audio(
         return _checked(*decode_container(data, container, bounds), bounds)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
+            if f.format not in _SOUNDFILE_FORMATS:
+                raise UnsupportedMediaType(
+                    f"{f.format} audio is not supported; send {_SUPPORTED}", field=FIELD
+                )
             sample_rate, frames = f.samplerate, f.frames
             bounds.check_layout(f.channels, sample_rate)
             if _truncated(f.extra_info):
@@ -114,9 +125,7 @@ def decode_audio(
     except sf.LibsndfileError as exc:
         if "unknown format" in str(exc).lower() or "format not recognised" in str(exc).lower():
             raise UnsupportedMediaType(
-                "not a supported audio file (WAV, FLAC, OGG/Vorbis, Opus, MP3, M4A/AAC, MP4, "
-                "WebM/Opus or Matroska)",
-                field=FIELD,
+                f"not a supported audio file ({_SUPPORTED})", field=FIELD
             ) from exc
         raise InvalidInput(f"unreadable audio: {exc.error_string}", field=FIELD) from exc
     except (RuntimeError, ValueError, TypeError, EOFError) as exc:

@@ -10,10 +10,11 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+import soundfile as sf
 from PIL import Image
 
 from export.config import AUDIO_RECIPE, IMAGE_RECIPE
-from service.errors import InvalidInput, PayloadTooLarge
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.features.audio import audio_features, decode_audio
 from service.features.image import decoded_bytes_per_pixel, image_features, open_image
 from service.runtime.budget import DecodeBudget
@@ -209,3 +210,12 @@ def test_eight_channel_audio_decodes_without_reading_past_its_planes(name: str) 
     mono, rate = decode_audio(encode_container(samples, 48_000, name, layout="7.1"), max_seconds=30)
     assert rate == 48_000 and np.isfinite(mono).all()
     assert 0.2 < float(np.abs(mono).max()) < 0.8  # the tone, mixed: not garbage, not silence
+
+
+@pytest.mark.parametrize("fmt", ["AU", "AIFF", "CAF", "W64", "VOC", "IRCAM", "NIST", "SVX"])
+def test_only_the_documented_audio_formats_are_decoded(fmt: str) -> None:
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((16_000, 1), np.float32), 16_000, format=fmt, subtype="PCM_16")
+    with pytest.raises(UnsupportedMediaType, match=f"{fmt} audio is not supported") as caught:
+        decode_audio(buf.getvalue(), max_seconds=30)
+    assert caught.value.field == "audio"
