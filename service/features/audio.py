@@ -118,10 +118,11 @@ def decode_audio(
             bounds.check_layout(f.channels, sample_rate)
             if _truncated(f.extra_info):
                 raise InvalidInput("audio is truncated: the file ends inside its data", field=FIELD)
-            # Some containers (MP3, OGG streams) report no frame count; check after decoding.
             if 0 < frames:
                 bounds.check_length(frames, sample_rate, f.channels)
-            samples = f.read(dtype="float32", always_2d=True)
+                samples = f.read(dtype="float32", always_2d=True)
+            else:  # some streams (MP3, OGG) report no frame count
+                samples = _read_bounded(f, bounds)
     except sf.LibsndfileError as exc:
         if "unknown format" in str(exc).lower() or "format not recognised" in str(exc).lower():
             raise UnsupportedMediaType(
@@ -131,6 +132,19 @@ def decode_audio(
     except (RuntimeError, ValueError, TypeError, EOFError) as exc:
         raise InvalidInput(f"corrupt or truncated audio: {exc}", field=FIELD) from exc
     return _mono(samples, sample_rate, bounds)
+
+
+def _read_bounded(f: sf.SoundFile, bounds: AudioBounds) -> np.ndarray:
+    """A stream of unknown length, a second at a time, stopping once it passes a limit."""
+    blocks: list[np.ndarray] = []
+    total = 0
+    for block in f.blocks(blocksize=f.samplerate, dtype="float32", always_2d=True):
+        total += block.shape[0]
+        bounds.check_decoding(total, f.samplerate, f.channels)
+        blocks.append(block)
+    if not blocks:
+        return np.zeros((0, f.channels), np.float32)
+    return np.concatenate(blocks)
 
 
 def _mono(samples: np.ndarray, sample_rate: int, bounds: AudioBounds) -> tuple[np.ndarray, int]:

@@ -219,3 +219,17 @@ def test_only_the_documented_audio_formats_are_decoded(fmt: str) -> None:
     with pytest.raises(UnsupportedMediaType, match=f"{fmt} audio is not supported") as caught:
         decode_audio(buf.getvalue(), max_seconds=30)
     assert caught.value.field == "audio"
+
+
+def test_a_stream_of_unknown_length_is_read_a_second_at_a_time_within_the_limits() -> None:
+    """The path for MP3/OGG streams that report no frame count (a WAV stands in for one)."""
+    from service.features.audio import _read_bounded
+    from service.features.audio_limits import AudioBounds
+
+    wave = np.random.default_rng(0).standard_normal((16_000 * 3, 2)).astype(np.float32) * 0.1
+    buf = io.BytesIO()
+    sf.write(buf, wave, 16_000, format="WAV", subtype="FLOAT")
+    with sf.SoundFile(io.BytesIO(buf.getvalue())) as f:
+        np.testing.assert_array_equal(_read_bounded(f, AudioBounds(30)), wave)
+    with sf.SoundFile(io.BytesIO(buf.getvalue())) as f, pytest.raises(PayloadTooLarge):
+        _read_bounded(f, AudioBounds(30, max_samples=50_000))  # 2 s of stereo passes it
