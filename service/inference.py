@@ -20,6 +20,7 @@ from service.disconnect import cancel_on_disconnect
 from service.manifest import Modality
 from service.metrics import Metrics
 from service.repository import LoadedModel
+from service.runtime.budget import DecodeBudget
 from service.runtime.extract import extract_row
 from service.schemas import LabelProbability, OodAssessment, TaskPrediction, Timings
 from service.settings import Settings
@@ -42,13 +43,18 @@ async def infer(
     metrics: Metrics,
     started: float,
     receive: Receive | None = None,
+    budget: DecodeBudget | None = None,
 ) -> Inference:
     """Run one request; ``started`` is its ``time.perf_counter()`` at arrival.
 
     With ``receive`` (the request's ASGI channel), the work is cancelled if the client
-    disconnects before its answer is ready.
+    disconnects before its answer is ready. Rows of one request pass the same ``budget``: their
+    decoding shares it, and it groups them in the batcher
+    (:meth:`~service.runtime.batching.Batcher.submit_job`).
     """
-    work = _infer(model, uploads, settings=settings, metrics=metrics, started=started)
+    work = _infer(
+        model, uploads, settings=settings, metrics=metrics, started=started, budget=budget
+    )
     if receive is None:
         return await work
     return await cancel_on_disconnect(work, receive)
@@ -61,9 +67,14 @@ async def _infer(
     settings: Settings,
     metrics: Metrics,
     started: float,
+    budget: DecodeBudget | None,
 ) -> Inference:
     job = functools.partial(extract_row, model, uploads, settings.limits)
-    result = await model.batcher.submit_job(job, timeout_s=settings.batching.request_timeout_s)
+    if budget is not None:
+        job = functools.partial(budget.run, job)
+    result = await model.batcher.submit_job(
+        job, timeout_s=settings.batching.request_timeout_s, group=budget
+    )
     metrics.observe_features(model.name, {str(m): ms for m, ms in result.feature_ms.items()})
     metrics.observe_queue_wait(model.name, result.queue_ms)
     timings = Timings(

@@ -252,6 +252,7 @@ class ModelRepository:
             max_batch_size=batching.max_batch_size,
             max_wait_ms=batching.max_wait_ms,
             max_queue=self.settings.batching.max_queue,
+            max_request_rows_per_batch=self.settings.batching.max_request_rows_per_batch,
             threads=self.settings.runtime.feature_threads,
             observer=None if self._metrics is None else self._metrics.observer(manifest.name),
         )

@@ -24,6 +24,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # 384 kHz is the highest rate studio recorders write. Also the decoders' defaults.
 MAX_AUDIO_CHANNELS = 8
 MAX_AUDIO_SAMPLE_RATE = 384_000
+# Tensor elements one V2 request may declare (all inputs together). The bundled models take
+# ~3,100 per row (16 rows a batch: ~50,000); a million JSON numbers parse in ~90 ms and ~70 MB,
+# which is what a request may cost at most before the model's own shape rules apply.
+MAX_V2_ELEMENTS = 1_000_000
 
 
 class Limits(BaseModel):
@@ -31,11 +35,57 @@ class Limits(BaseModel):
 
     max_upload_bytes: int = Field(default=10_000_000, gt=0, description="Per file part.")
     max_body_bytes: int = Field(default=25_000_000, gt=0, description="Whole request body.")
-    max_image_pixels: int = Field(default=40_000_000, gt=0)
+    # The bundled models take 32x32 images, and a model's input is rarely above 1 Mpx: 8 Mpx
+    # keeps ordinary photos (JPEGs decode at up to 1/8 scale first, and the limit applies to
+    # what is decoded) while a 6000x6000 PNG of a few KB is refused before decoding. Decoding
+    # costs about 25 ms per MB here, so 16 MB bounds one image at ~250 ms and ~70 MB peak.
+    max_image_pixels: int = Field(
+        default=8_000_000, gt=0, description="Pixels decoded (JPEGs: after draft scaling)."
+    )
+    max_image_decoded_bytes: int = Field(
+        default=16_000_000,
+        gt=0,
+        description="Decoded size: pixels x bytes per pixel (2 for 16-bit grey, 4 for RGB, "
+        "RGBA, CMYK and palette images, 1 for grey).",
+    )
     max_audio_seconds: float = Field(default=30.0, gt=0)
     max_audio_channels: int = Field(default=MAX_AUDIO_CHANNELS, gt=0, le=MAX_AUDIO_CHANNELS)
     max_audio_sample_rate: int = Field(default=MAX_AUDIO_SAMPLE_RATE, gt=0, description="Hz.")
+    # Each limit above may hold while their product does not: 8 channels at 384 kHz for 30 s
+    # is 92 M samples (~1 s and ~400 MB to decode). 6 M keeps 30 s of stereo at 96 kHz (the
+    # bundled models use 1 s at 16 kHz) and costs ~70 ms and ~25 MB of float32 at most.
+    max_audio_samples: int = Field(
+        default=6_000_000, gt=0, description="Decoded samples: channels x rate x seconds."
+    )
     max_text_chars: int = Field(default=2_000, gt=0)
+    # Sixteen ordinary photos (JPEGs decode at 1/8 scale: ~10 ms each) take a tenth of it;
+    # sixteen images at the decode limits (~100-250 ms each) pass it.
+    max_request_decode_ms: float = Field(
+        default=2_000.0,
+        gt=0,
+        description="CPU time one request's rows may spend decoding, all rows together (a V2 "
+        "batch of encoded files); the rows after it is spent are refused.",
+    )
+    max_v2_elements: int = Field(
+        default=MAX_V2_ELEMENTS,
+        gt=0,
+        description="Tensor elements one V2 request may declare, all inputs together; also "
+        "the most numbers (commas) its JSON header may hold, checked before it is parsed.",
+    )
+    max_urlencoded_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Whole application/x-www-form-urlencoded body (it carries only text); "
+        "None: max_text_chars fully percent-encoded (12 bytes a character) plus 64.",
+    )
+
+    @property
+    def urlencoded_limit(self) -> int:
+        # A urlencoded body carries only ``text`` (files need multipart): at worst 4 UTF-8
+        # bytes a character, each written %XX, and the field's name.
+        if self.max_urlencoded_bytes is not None:
+            return self.max_urlencoded_bytes
+        return self.max_text_chars * 12 + 64
 
 
 class Batching(BaseModel):
@@ -52,6 +102,14 @@ class Batching(BaseModel):
         "None keeps the manifest's.",
     )
     max_queue: int = Field(default=256, gt=0, description="Queued rows per model before 429.")
+    # Each row's decode is bounded by the limits (~250 ms at worst on one core), so 4 rows keep
+    # one request's share of a batch thread under ~1 s before other requests' rows get a turn.
+    max_request_rows_per_batch: int = Field(
+        default=4,
+        gt=0,
+        description="Rows of one request (a V2 batch of encoded files) that one batch takes; "
+        "the rest wait for the next batches, interleaved with other requests.",
+    )
     request_timeout_s: float = Field(default=30.0, gt=0)
 
 

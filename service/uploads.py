@@ -244,10 +244,21 @@ def _file_data(name: Modality, part: _Part) -> bytes:
 
 
 async def _read_urlencoded(request: Request, limits: Limits) -> Uploads:
-    """``curl -d text=...``: a text-only request needs no multipart."""
+    """``curl -d text=...``: a text-only request needs no multipart.
+
+    Such a body carries only text, so it is capped at ``limits.urlencoded_limit`` bytes (a few
+    KB), refused as soon as it passes that and never parsed when larger: a 24 MB ``a=&a=&...``
+    would otherwise cost seconds of parsing on the event loop.
+    """
+    limit = limits.urlencoded_limit
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(_urlencoded_too_large(f"is {declared} bytes", limit))
     body = bytearray()
-    async for chunk in _limited(request.stream(), limits.max_body_bytes):
+    async for chunk in request.stream():
         body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(_urlencoded_too_large(f"is larger than {limit} bytes", limit))
     collector = _Collector(limits)
     # latin-1 maps every byte to one character and back, so percent-decoding yields the raw
     # bytes; UTF-8 is checked later, field by field, with an error that names the field.
@@ -261,6 +272,13 @@ async def _read_urlencoded(request: Request, limits: Limits) -> Uploads:
             raise InvalidInput(not_a_file_message(name), field=name)
         collector.on_part_data(value, 0, len(value))
     return _finish(collector.parts, limits)
+
+
+def _urlencoded_too_large(size: str, limit: int) -> str:
+    return (
+        f"the urlencoded body {size}; it carries only text, and the limit "
+        f"(limits.max_urlencoded_bytes) is {limit}: send files as multipart/form-data"
+    )
 
 
 def split_plain_multipart(body: bytes, boundary: bytes) -> list[PlainPart] | None:

@@ -1,8 +1,10 @@
 """Audio bytes -> float32 ``(coefficients, frames)`` as the manifest's recipe says.
 
 Decoding is libsndfile's (through soundfile): WAV (8/16/24/32-bit integer, 32/64-bit float),
-FLAC, OGG/Vorbis, Opus and MP3 — whatever the linked libsndfile reads; a plain 16-bit PCM
-WAV, the commonest upload, is read directly with the same result (``plain_pcm16_wav``).
+FLAC, OGG/Vorbis, Opus and MP3, and only those of the formats libsndfile reads (AU, AIFF, CAF,
+W64, VOC and a dozen more are refused: each is more parser for a client to reach, for no
+user); a plain 16-bit PCM WAV, the commonest upload, is read directly with the same result
+(``plain_pcm16_wav``).
 MP4/M4A/MOV and WebM/Matroska (AAC, Opus: what phones and browsers record) are decoded with
 PyAV (:mod:`service.features.audio_containers`). The format comes from the bytes. Length,
 channels and sample rate are checked from the header before decoding
@@ -28,6 +30,11 @@ from service.features.spectral import extractor_for
 from service.manifest import AudioRecipe
 from service.settings import MAX_AUDIO_CHANNELS, MAX_AUDIO_SAMPLE_RATE
 
+# libsndfile's names for the documented formats (WAVEX: WAV with the extensible header).
+_SOUNDFILE_FORMATS = frozenset({"WAV", "WAVEX", "FLAC", "OGG", "MP3"})
+_SUPPORTED = (
+    "WAV, FLAC, OGG/Vorbis, Opus, MP3, M4A/AAC, MP4, WebM/Opus or Matroska"  # as documented
+)
 # libsndfile reads a truncated WAV/AIFF without complaint, noting in its log that the data
 # chunk "should be" shorter than declared. Streaming writers declare 0 or 0xFFFFFFFF (unknown).
 _SHORT_DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
@@ -90,37 +97,54 @@ def decode_audio(
     max_seconds: float,
     max_channels: int = MAX_AUDIO_CHANNELS,
     max_sample_rate: int = MAX_AUDIO_SAMPLE_RATE,
+    max_samples: int | None = None,
 ) -> tuple[np.ndarray, int]:
     """Decode an upload to mono float32 at its own sample rate."""
-    bounds = AudioBounds(max_seconds, max_channels, max_sample_rate)
+    bounds = AudioBounds(max_seconds, max_channels, max_sample_rate, max_samples)
     if (plain := plain_pcm16_wav(data)) is not None:
         pcm, sample_rate = plain
         bounds.check_layout(pcm.shape[1], sample_rate)
-        bounds.check_length(pcm.shape[0], sample_rate)
+        bounds.check_length(pcm.shape[0], sample_rate, pcm.shape[1])
         return _mono(pcm.astype(np.float32) * _INT16_SCALE, sample_rate, bounds)
     if (container := container_format(data)) is not None:
         return _checked(*decode_container(data, container, bounds), bounds)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
+            if f.format not in _SOUNDFILE_FORMATS:
+                raise UnsupportedMediaType(
+                    f"{f.format} audio is not supported; send {_SUPPORTED}", field=FIELD
+                )
             sample_rate, frames = f.samplerate, f.frames
             bounds.check_layout(f.channels, sample_rate)
             if _truncated(f.extra_info):
                 raise InvalidInput("audio is truncated: the file ends inside its data", field=FIELD)
-            # Some containers (MP3, OGG streams) report no frame count; check after decoding.
             if 0 < frames:
-                bounds.check_length(frames, sample_rate)
-            samples = f.read(dtype="float32", always_2d=True)
+                bounds.check_length(frames, sample_rate, f.channels)
+                samples = f.read(dtype="float32", always_2d=True)
+            else:  # some streams (MP3, OGG) report no frame count
+                samples = _read_bounded(f, bounds)
     except sf.LibsndfileError as exc:
         if "unknown format" in str(exc).lower() or "format not recognised" in str(exc).lower():
             raise UnsupportedMediaType(
-                "not a supported audio file (WAV, FLAC, OGG/Vorbis, Opus, MP3, M4A/AAC, MP4, "
-                "WebM/Opus or Matroska)",
-                field=FIELD,
+                f"not a supported audio file ({_SUPPORTED})", field=FIELD
             ) from exc
         raise InvalidInput(f"unreadable audio: {exc.error_string}", field=FIELD) from exc
     except (RuntimeError, ValueError, TypeError, EOFError) as exc:
         raise InvalidInput(f"corrupt or truncated audio: {exc}", field=FIELD) from exc
     return _mono(samples, sample_rate, bounds)
+
+
+def _read_bounded(f: sf.SoundFile, bounds: AudioBounds) -> np.ndarray:
+    """A stream of unknown length, a second at a time, stopping once it passes a limit."""
+    blocks: list[np.ndarray] = []
+    total = 0
+    for block in f.blocks(blocksize=f.samplerate, dtype="float32", always_2d=True):
+        total += block.shape[0]
+        bounds.check_decoding(total, f.samplerate, f.channels)
+        blocks.append(block)
+    if not blocks:
+        return np.zeros((0, f.channels), np.float32)
+    return np.concatenate(blocks)
 
 
 def _mono(samples: np.ndarray, sample_rate: int, bounds: AudioBounds) -> tuple[np.ndarray, int]:
@@ -165,10 +189,15 @@ def audio_features(
     max_seconds: float,
     max_channels: int = MAX_AUDIO_CHANNELS,
     max_sample_rate: int = MAX_AUDIO_SAMPLE_RATE,
+    max_samples: int | None = None,
 ) -> np.ndarray:
     """Uploaded bytes -> the graph's audio input for one row."""
     samples, sample_rate = decode_audio(
-        data, max_seconds=max_seconds, max_channels=max_channels, max_sample_rate=max_sample_rate
+        data,
+        max_seconds=max_seconds,
+        max_channels=max_channels,
+        max_sample_rate=max_sample_rate,
+        max_samples=max_samples,
     )
     clip = fit_clip(samples, sample_rate, recipe)
     features: np.ndarray = clip_batch_features(clip[None, :], recipe)[0]

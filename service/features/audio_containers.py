@@ -34,6 +34,7 @@ import av.logging
 import numpy as np
 from av.audio.codeccontext import AudioCodecContext
 from av.audio.frame import AudioFrame
+from av.audio.plane import AudioPlane
 from av.audio.stream import AudioStream
 from av.container import InputContainer
 
@@ -72,8 +73,15 @@ _INT_SCALES: Final = {
     np.dtype(np.int16): 32768.0,
     np.dtype(np.int32): 2.0**31,
 }
-# The sample formats AudioFrame.to_ndarray converts (not s64, which 64-bit PCM decodes to).
-_SAMPLE_FORMATS: Final = frozenset({"u8", "s16", "s32", "flt", "dbl"})
+# The sample formats converted to numpy (not s64, which 64-bit PCM decodes to), and their dtypes.
+_SAMPLE_DTYPES: Final[dict[str, np.dtype[np.generic]]] = {
+    "u8": np.dtype(np.uint8),
+    "s16": np.dtype("<i2"),
+    "s32": np.dtype("<i4"),
+    "flt": np.dtype("<f4"),
+    "dbl": np.dtype("<f8"),
+}
+_SAMPLE_FORMATS: Final = frozenset(_SAMPLE_DTYPES)
 
 
 def container_format(data: bytes) -> tuple[str, str] | None:
@@ -114,7 +122,7 @@ def _decode(container: InputContainer, name: str, bounds: AudioBounds) -> tuple[
     bounds.check_layout(context.channels, context.sample_rate)
     declared = _declared_seconds(container, stream)
     if declared is not None:
-        bounds.check_seconds(declared)
+        bounds.check_declared(declared, context.sample_rate, context.channels)
     context.thread_count = 1  # audio decoders barely thread; one per request is enough
     # The decoder's rate, not the header's: HE-AAC decodes at twice the rate M4A headers say.
     chunks, total, sample_rate = [], 0, 0
@@ -129,7 +137,7 @@ def _decode(container: InputContainer, name: str, bounds: AudioBounds) -> tuple[
             raise InvalidInput(f"{name} audio changes sample rate within the stream", field=FIELD)
         sample_rate = frame.sample_rate
         total += frame.samples
-        bounds.check_decoding(total, sample_rate)  # before the frame is kept
+        bounds.check_decoding(total, sample_rate, frame.layout.nb_channels)  # before it is kept
         chunks.append(_mono(frame))
     if not chunks:
         return np.zeros(0, np.float32), context.sample_rate
@@ -187,9 +195,23 @@ def _frames(
         yield from packet.decode()
 
 
+def _samples(frame: AudioFrame) -> np.ndarray:
+    """``frame.to_ndarray()`` without ``frame.planes``: PyAV 18.1 counts planes up to the first
+    null pointer, and an 8-channel planar frame (7.1 Opus or AAC) has none after its 8, so it
+    reads past ``AVFrame.data`` and converts what follows as a 9th plane: a segfault from a
+    small upload. Only the frame's own planes are read (tested at 8 channels)."""
+    dtype = _SAMPLE_DTYPES[frame.format.packed.name]
+    channels = frame.layout.nb_channels
+    planes, count = (channels, frame.samples) if frame.format.is_planar else (1, 0)
+    count = count or frame.samples * channels
+    return np.vstack(
+        [np.frombuffer(memoryview(AudioPlane(frame, i)), dtype, count) for i in range(planes)]
+    )
+
+
 def _mono(frame: AudioFrame) -> np.ndarray:
     """One frame as float32 mono, scaled and mixed as the WAV readers do."""
-    array = frame.to_ndarray()  # planar: (channels, samples); interleaved: (1, samples x ch)
+    array = _samples(frame)  # planar: (channels, samples); interleaved: (1, samples x ch)
     channel_axis = 0
     if not frame.format.is_planar:
         array, channel_axis = array.reshape(-1, frame.layout.nb_channels), 1

@@ -22,6 +22,9 @@ class AudioBounds:
     max_seconds: float
     max_channels: int = MAX_AUDIO_CHANNELS
     max_sample_rate: int = MAX_AUDIO_SAMPLE_RATE
+    # frames x channels: each limit above may be fine alone while their product is not
+    # (8 channels at 384 kHz for 30 s is 92 M samples, seconds of decoding and ~400 MB).
+    max_samples: int | None = None
 
     def check_layout(self, channels: int, sample_rate: int) -> None:
         if sample_rate <= 0:
@@ -41,9 +44,24 @@ class AudioBounds:
                 field=FIELD,
             )
 
-    def check_length(self, frames: int, sample_rate: int) -> None:
-        """``frames`` samples per channel at ``sample_rate`` must fit ``max_seconds``."""
+    def check_length(self, frames: int, sample_rate: int, channels: int = 1) -> None:
+        """``frames`` samples per channel at ``sample_rate`` must fit ``max_seconds``, and
+        ``frames x channels`` ``max_samples``."""
         self.check_seconds(frames / sample_rate)
+        self.check_samples(frames * channels, channels)
+
+    def check_declared(self, seconds: float, sample_rate: int, channels: int) -> None:
+        """A header's duration, before decoding: its seconds and the samples they make."""
+        self.check_seconds(seconds)
+        self.check_samples(int(seconds * sample_rate) * channels, channels)
+
+    def check_samples(self, samples: int, channels: int) -> None:
+        if self.max_samples is not None and samples > self.max_samples:
+            raise PayloadTooLarge(
+                f"audio decodes to at least {samples} samples ({channels} channels x sample "
+                f"rate x seconds); the limit (limits.max_audio_samples) is {self.max_samples}",
+                field=FIELD,
+            )
 
     def check_seconds(self, seconds: float) -> None:
         if seconds > self.max_seconds:
@@ -53,8 +71,9 @@ class AudioBounds:
                 field=FIELD,
             )
 
-    def check_decoding(self, frames: int, sample_rate: int) -> None:
-        """While decoding a stream of unknown length: stop as soon as it is over the limit."""
+    def check_decoding(self, frames: int, sample_rate: int, channels: int = 1) -> None:
+        """While decoding a stream of unknown length: stop as soon as it is over a limit."""
+        self.check_samples(frames * channels, channels)
         if frames / sample_rate > self.max_seconds:
             raise PayloadTooLarge(
                 f"audio is longer than {self.max_seconds:g} s (decoding stopped at "

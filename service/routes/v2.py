@@ -10,6 +10,7 @@ paths and wrong methods.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -26,6 +27,7 @@ from service.v2.binding import (
     assemble_outputs,
     bind_inputs,
     carried_modalities,
+    check_declared,
     resolve_outputs,
 )
 from service.v2.codec import (
@@ -155,12 +157,29 @@ async def infer(
     """An inference request: JSON, or JSON followed by binary tensor data (its length in the
     ``Inference-Header-Content-Length`` header). Send either raw BYTES inputs (``image``,
     ``audio``, ``text``) or the graph's feature tensors."""
-    limit = settings.limits.max_body_bytes
-    body = await read_body(request, limit)
-    if encoding := request.headers.get("content-encoding"):
-        body = await cpu.run(decompress, body, encoding, limit)
+    limits = settings.limits
+    body = await read_body(request, limits.max_body_bytes)
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
-    decoded = await cpu.run(decode_request, body, header_length)
+    check = functools.partial(
+        check_declared, manifest=model.manifest, max_rows=model.batching.max_batch_size
+    )
+    if encoding := request.headers.get("content-encoding"):
+        body = await cpu.run(
+            functools.partial(
+                decompress,
+                json_length=header_length,
+                max_elements=limits.max_v2_elements,
+                check_inputs=check,
+            ),
+            body,
+            encoding,
+            limits.max_body_bytes,
+        )
+    decoded = await cpu.run(
+        functools.partial(decode_request, max_elements=limits.max_v2_elements, check_inputs=check),
+        body,
+        header_length,
+    )
     outputs = resolve_outputs(decoded.outputs, model.manifest, decoded.binary_output)
     rows = await cpu.run(_bind, decoded, model)
     results = await run_rows(model, rows, settings=settings, metrics=metrics, started=arrival)

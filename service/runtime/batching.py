@@ -21,7 +21,14 @@ Batch forming, adaptively:
   request never waits, so batching costs nothing at concurrency 1.
 
 Failure isolation: a row whose features fail fails alone; a batch that fails in ONNX Runtime
-is re-run row by row, so one bad row fails alone. Back-pressure: at most ``max_queue``
+is re-run row by row, so one bad row fails alone.
+
+Fairness: a request with many rows to decode (a V2 request with a batch of encoded files) puts
+each row on the queue under one ``group``, and a batch takes at most
+``max_request_rows_per_batch`` rows of one group; the others wait for the next batch, behind
+whatever other requests queued meanwhile. As each row's decode is bounded by the limits
+(~250 ms at worst), no request holds a batch thread for more than that many rows' decoding
+before other requests' rows get their turn. Back-pressure: at most ``max_queue``
 requests per model are admitted (arriving or queued); beyond that :class:`Overloaded` (429
 with Retry-After) answers at once. A request whose client went away (its task cancelled) or
 whose deadline passed before its batch started is dropped, costing no features or inference.
@@ -33,7 +40,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -87,6 +94,7 @@ class RowResult:
 class _Pending:
     job: RowJob
     future: asyncio.Future[RowResult]
+    group: object | None = None  # rows of one request share it (see _take_live)
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -111,12 +119,14 @@ class Batcher:
         max_queue: int,
         threads: int = 1,
         observer: BatchObserver | None = None,
+        max_request_rows_per_batch: int | None = None,
     ) -> None:
         self.session = session
         self.manifest = manifest
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue = max_queue
+        self.max_group_rows = max_request_rows_per_batch or max_batch_size
         self._observer = observer
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
@@ -186,8 +196,13 @@ class Batcher:
         """A ready feature row (the V2 protocol's FP32 inputs, the warm-up)."""
         return await self.submit_job(functools.partial(ExtractedRow, row), timeout_s=timeout_s)
 
-    async def submit_job(self, job: RowJob, *, timeout_s: float) -> RowResult:
-        """Queue ``job``; it runs on a batch thread just before its batch's inference."""
+    async def submit_job(
+        self, job: RowJob, *, timeout_s: float, group: object | None = None
+    ) -> RowResult:
+        """Queue ``job``; it runs on a batch thread just before its batch's inference.
+
+        Jobs of one request with several rows share a ``group`` (any object), so that a batch
+        takes only ``max_request_rows_per_batch`` of them."""
         self._check_open()
         # Requests admitted through arriving() are already counted; this bounds direct callers.
         if len(self._queue) >= self.max_queue:
@@ -198,7 +213,7 @@ class Batcher:
                 )
             )
         loop = asyncio.get_running_loop()
-        pending = _Pending(job, loop.create_future())
+        pending = _Pending(job, loop.create_future(), group)
         self._queue.append(pending)
         self._wakeup.set()
         if self._observer is not None:
@@ -307,10 +322,19 @@ class Batcher:
         return _BatchRun(extracted, outputs, started, time.perf_counter() - inference_start)
 
     def _take_live(self, batch: list[_Pending]) -> None:
+        taken = Counter(p.group for p in batch if p.group is not None)
+        deferred: list[_Pending] = []
         while self._queue and len(batch) < self.max_batch_size:
             pending = self._queue.popleft()
-            if not pending.future.done():  # cancelled or timed out: costs no inference
-                batch.append(pending)
+            if pending.future.done():  # cancelled or timed out: costs no inference
+                continue
+            if pending.group is not None:
+                if taken[pending.group] >= self.max_group_rows:
+                    deferred.append(pending)  # its request has its share of this batch
+                    continue
+                taken[pending.group] += 1
+            batch.append(pending)
+        self._queue.extendleft(reversed(deferred))  # first in line for the next batch
 
     async def _next_batch(self) -> list[_Pending]:
         batch: list[_Pending] = []

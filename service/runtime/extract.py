@@ -92,7 +92,12 @@ def extract_row(
             inputs[modality] = _text_row(value, recipe, source.tokenizer, limits)
         elif isinstance(recipe, ImageRecipe):
             data = _binary(value, modality)
-            pixels = image_features(data, recipe, max_pixels=limits.max_image_pixels)
+            pixels = image_features(
+                data,
+                recipe,
+                max_pixels=limits.max_image_pixels,
+                max_decoded_bytes=limits.max_image_decoded_bytes,
+            )
             inputs[modality] = {recipe.input: pixels}
         elif isinstance(recipe, AudioRecipe):
             data = _binary(value, modality)
@@ -102,6 +107,7 @@ def extract_row(
                 max_seconds=limits.max_audio_seconds,
                 max_channels=limits.max_audio_channels,
                 max_sample_rate=limits.max_audio_sample_rate,
+                max_samples=limits.max_audio_samples,
             )
             inputs[modality] = {recipe.input: coefficients}
         timings[modality] = (time.perf_counter() - start) * 1000.0

@@ -2,8 +2,12 @@
 
 Raw rows go through :func:`service.inference.infer`, exactly as a ``/v1`` upload does (feature
 extraction on the batcher's thread, just before the batch's inference); feature rows go to the
-batcher at once. All rows of a request are submitted together, so they land in the same batch
-when it has room, and share it with other clients' rows.
+batcher at once. All rows of a request are submitted together and counted against the queue
+limit as rows. Feature rows land in the same batch when it has room; raw rows (each a decode)
+share a :class:`~service.runtime.budget.DecodeBudget` (``limits.max_request_decode_ms`` of CPU
+for all their decoding) that also groups them, so a batch takes at most
+``batching.max_request_rows_per_batch`` of them and other clients' requests get their turn in
+between.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from service.errors import Overloaded, ServiceError
 from service.inference import infer
 from service.metrics import Metrics
 from service.repository import LoadedModel
+from service.runtime.budget import DecodeBudget
 from service.runtime.rows import FeatureRow
 from service.settings import Settings
 from service.v2.binding import RawRow
@@ -34,17 +39,21 @@ async def run_rows(
 ) -> list[RowOutputs]:
     """Every row's outputs, in order; the first row's error fails the request."""
     batcher = model.batcher
-    if batcher.queue_depth + len(rows) > batcher.max_queue:
+    # Admitted as that many rows: each counts against max_queue, as a /v1 request does.
+    if batcher.pending + len(rows) > batcher.max_queue:
         raise Overloaded(
-            f"model {model.name!r} has {batcher.queue_depth} rows queued; {len(rows)} more "
-            f"would pass the limit of {batcher.max_queue}; retry shortly"
+            f"model {model.name!r} has {batcher.pending} rows pending; {len(rows)} more "
+            f"would pass the limit of {batcher.max_queue} (batching.max_queue); retry shortly"
         )
+    # Shared by this request's rows: their decoding's CPU budget, and their group in the
+    # batcher, so that a batch takes only its share of them.
+    budget = DecodeBudget(settings.limits.max_request_decode_ms)
     jobs: list[Awaitable[RowOutputs]] = []
     for row in rows:
         if isinstance(row, FeatureRow):
             jobs.append(_features(model, row, settings, metrics))
         else:
-            jobs.append(_raw(model, row, settings, metrics, started))
+            jobs.append(_raw(model, row, settings, metrics, started, budget))
     results = await asyncio.gather(*jobs, return_exceptions=True)
     outputs: list[RowOutputs] = []
     for i, result in enumerate(results):
@@ -69,8 +78,11 @@ async def _raw(
     settings: Settings,
     metrics: Metrics,
     started: float,
+    budget: DecodeBudget,
 ) -> RowOutputs:
-    inference = await infer(model, row, settings=settings, metrics=metrics, started=started)
+    inference = await infer(
+        model, row, settings=settings, metrics=metrics, started=started, budget=budget
+    )
     return inference.outputs
 
 

@@ -4,6 +4,7 @@ and the batcher's own guarantees (issue 4)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import re
 import threading
@@ -263,3 +264,48 @@ def test_a_retired_batcher_serves_requests_that_resolved_it_before_closing(
     assert not isinstance(late, BaseException)
     assert isinstance(after, ModelNotReady)  # closed once quiet
     assert closed_after < 2.0  # within about quiet_s of its last request, not drain_timeout_s
+
+
+def test_a_request_with_many_rows_takes_only_its_share_of_each_batch(
+    model_folder: Path,
+) -> None:
+    """Eight rows of one request queued before another client's row: the other row runs in
+    the first batch after them, not behind all eight (max_request_rows_per_batch=2)."""
+    manifest = load_manifest(model_folder)
+    session = ModelSession(model_folder / manifest.model_file, providers=["CPUExecutionProvider"])
+    row = synthetic_row(manifest)
+    gate = threading.Event()
+    extracted: list[str] = []
+
+    def job(name: str, wait: bool = False) -> ExtractedRow:
+        if wait:
+            gate.wait(10)  # holds the batch thread while the others queue
+        extracted.append(name)
+        return ExtractedRow(row)
+
+    async def scenario() -> list[int]:
+        observer = _Counting()
+        batcher = Batcher(session, manifest, max_batch_size=8, max_wait_ms=0, max_queue=16,
+                          observer=observer, max_request_rows_per_batch=2)  # fmt: skip
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit_job(lambda: job("first", True), timeout_s=10))
+        await asyncio.sleep(0.05)
+        group = object()
+        many = [
+            asyncio.create_task(
+                batcher.submit_job(functools.partial(job, f"many-{i}"), timeout_s=10, group=group)
+            )
+            for i in range(8)
+        ]
+        await asyncio.sleep(0.02)
+        other = asyncio.create_task(batcher.submit_job(lambda: job("other"), timeout_s=10))
+        await asyncio.sleep(0.02)
+        gate.set()
+        await asyncio.gather(first, other, *many)
+        await batcher.close(drain_timeout_s=5)
+        return observer.batches
+
+    batches = asyncio.run(scenario())
+    assert batches == [1, 3, 2, 2, 2]
+    assert extracted.index("other") < extracted.index("many-2")
+    assert extracted[1:4] == ["many-0", "many-1", "other"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tritonclient.http import InferenceServerClient, InferInput, InferRequestedOutput
 
-from service.errors import InvalidInput
+from service.errors import InvalidInput, PayloadTooLarge
 from service.v2.codec import (
     OutputTensor,
     decode_request,
@@ -192,7 +192,7 @@ def test_bad_header_length(value: str) -> None:
 def test_decompress() -> None:
     assert decompress(gzip.compress(b"hello"), "gzip", 100) == b"hello"
     assert decompress(zlib.compress(b"hello"), "deflate", 100) == b"hello"
-    with pytest.raises(InvalidInput, match="larger than 10"):
+    with pytest.raises(PayloadTooLarge, match="larger than 10"):
         decompress(gzip.compress(b"x" * 1000), "gzip", 10)
     with pytest.raises(InvalidInput, match="Content-Encoding"):
         decompress(b"x", "br", 10)
