@@ -29,6 +29,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from service.disconnect import timed_out
 from service.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.manifest import Modality
 from service.settings import Limits
@@ -362,7 +363,9 @@ async def read_uploads(request: Request, limits: Limits) -> Uploads:
     except MultipartParseError as exc:
         raise BadRequest(f"malformed multipart body: {exc}") from exc
     except ClientDisconnect as exc:
-        raise BadRequest("the client disconnected before the body was complete") from exc
+        raise timed_out(request.scope) or BadRequest(
+            "the client disconnected before the body was complete"
+        ) from exc
     if not collector.complete:
         raise BadRequest("the multipart body ends before its closing boundary")
     return _finish(collector.parts, limits)
