@@ -54,7 +54,14 @@ log = logging.getLogger("mmserve")
 # metrics files, model files while loading, pipes, the event loop's own.
 FD_RESERVE = 128
 
-Phase = Literal["head", "body", "done"]
+# After an error answer the connection is half-closed and what the client still sends is read
+# and dropped for a moment: closing a socket with unread data makes the kernel reset the
+# connection, and the client, still sending, would lose the answer. At most this long, and
+# this much, so that lingering costs no more than the limit it enforces.
+LINGER_S = 1.0
+LINGER_BYTES = 1 << 20
+
+Phase = Literal["head", "body", "done", "closing"]
 
 
 class _Refused(Exception):
@@ -82,6 +89,7 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self._head_size = 0  # URL and header bytes counted exactly by the parser callbacks
         self._header_count = 0
         self._body_bytes = 0
+        self._lingered = 0
 
     @classmethod
     def configured(cls, limits: Connections) -> type[GuardedHttpToolsProtocol]:
@@ -98,7 +106,8 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
                 f"this worker has {self.max_connections} connections open "
                 "(connections.max_connections); retry shortly"
             )
-            self._refuse(TooManyConnections(message), None)
+            # Closed at once, not lingering: the point is to give its file descriptor back.
+            self._refuse(TooManyConnections(message), None, linger=False)
             return
         self._start_phase("head")
 
@@ -107,13 +116,15 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._phase == "closing":
+            self._lingered += len(data)
+            if self._lingered > LINGER_BYTES:
+                self.transport.close()
+            return
         self._unset_keepalive_if_required()
         messages, phase = self._messages, self._phase
         try:
             self.parser.feed_data(data)
-        except _Refused as refused:  # raised directly by a method that is not a callback
-            self._refuse(refused.error, self._path())
-            return
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
@@ -130,8 +141,14 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
             # All of this read is head (one that began in this read is counted by the callbacks
             # when complete, so at most one read of a head goes uncounted until the next).
             self._head_bytes += len(data)
-            self._check_head(self._head_bytes)
-        if self._timer is None and self._phase != "done" and not self.transport.is_closing():
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._refuse(self._head_too_large(), self._path())
+                return
+        if (
+            self._timer is None
+            and self._phase in ("head", "body")
+            and not self.transport.is_closing()
+        ):
             self._arm(self._deadline())
 
     # Parser callbacks
@@ -177,12 +194,13 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
 
     def _check_head(self, size: int) -> None:
         if size > self.limits.max_header_bytes:
-            raise _Refused(
-                HeadersTooLarge(
-                    f"the request head is larger than {self.limits.max_header_bytes} bytes "
-                    "(connections.max_header_bytes)"
-                )
-            )
+            raise _Refused(self._head_too_large())
+
+    def _head_too_large(self) -> HeadersTooLarge:
+        return HeadersTooLarge(
+            f"the request head is larger than {self.limits.max_header_bytes} bytes "
+            "(connections.max_header_bytes)"
+        )
 
     def _start_phase(self, phase: Phase) -> None:
         self._cancel_timer()
@@ -225,6 +243,11 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         if now < deadline:  # the body has earned more time since the timer was set
             self._arm(deadline)
             return
+        if self._phase == "head" and self._messages == 0:
+            # Not one byte of a request: an idle (pre-)connection, closed without an answer
+            # that a client could take for the answer to a request it sends just now.
+            self.transport.close()
+            return
         self._refuse(ClientTimeout(self._timeout_message(now)), self._path())
 
     def _timeout_message(self, now: float) -> str:
@@ -249,24 +272,30 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
     def _path(self) -> str | None:
         return self.scope.get("path") if self.scope is not None else None
 
-    def _refuse(self, error: ServiceError, path: str | None) -> None:
-        """Answer ``error`` if no answer to this connection has begun, then close it."""
+    def _refuse(self, error: ServiceError, path: str | None, *, linger: bool = True) -> None:
+        """Answer ``error`` if no answer to this request has begun, then close the connection."""
         self._cancel_timer()
         self._phase = "done"
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            if cycle.response_started:  # too late for another answer
-                self.transport.close()
-                return
-            # The app is still reading this request: it will see a disconnect, and learns why.
+        current = cycle is not None and cycle.scope is self.scope  # the app has this request
+        answered = current and cycle.response_started
+        earlier_unanswered = cycle is not None and not current and not cycle.response_complete
+        if answered or earlier_unanswered or self.transport.is_closing():
+            self.transport.close()  # no room for another answer on this connection
+            return
+        if current:  # the app is still reading the body: it sees a disconnect, and learns why
             self.scope["state"][TIMED_OUT_KEY] = error.message
             cycle.disconnected = True
             cycle.message_event.set()
         state = self.scope.get("state", {}) if self.scope is not None else {}
         rid = state.get("request_id") or new_request_id()
-        if not self.transport.is_closing():
-            self.transport.write(error_answer(error, rid, path))
+        self.transport.write(error_answer(error, rid, path))
+        if not linger or not self.transport.can_write_eof():
             self.transport.close()
+            return
+        self.transport.write_eof()
+        self._phase = "closing"
+        self._timer = self.loop.call_later(LINGER_S, self.transport.close)
 
 
 def error_answer(error: ServiceError, request_id: str, path: str | None) -> bytes:
