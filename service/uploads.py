@@ -162,13 +162,20 @@ def _check_declared_length(request: Request, limits: Limits) -> None:
         )
 
 
-async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body's chunks; over ``limit`` bytes 413, a body that ends early 400 (or 408)."""
     total = 0
-    async for chunk in stream:
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-        yield chunk
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+            yield chunk
+    except ClientDisconnect as exc:
+        # timed_out: the server closed a client too slow to send it (service.connections)
+        raise timed_out(request.scope) or BadRequest(
+            "the client disconnected before the body was complete"
+        ) from exc
 
 
 def _decode_text(part: _Part, limits: Limits) -> str:
@@ -247,7 +254,7 @@ def _file_data(name: Modality, part: _Part) -> bytes:
 async def _read_urlencoded(request: Request, limits: Limits) -> Uploads:
     """``curl -d text=...``: a text-only request needs no multipart."""
     body = bytearray()
-    async for chunk in _limited(request.stream(), limits.max_body_bytes):
+    async for chunk in _limited(request, limits.max_body_bytes):
         body += chunk
     collector = _Collector(limits)
     # latin-1 maps every byte to one character and back, so percent-decoding yields the raw
@@ -346,7 +353,7 @@ async def read_uploads(request: Request, limits: Limits) -> Uploads:
     if not boundary:
         raise BadRequest("the multipart Content-Type has no boundary")
     declared = request.headers.get("content-length")
-    chunks = _limited(request.stream(), limits.max_body_bytes)
+    chunks = _limited(request, limits.max_body_bytes)
     collector = _Collector(limits)
     parser = MultipartParser(boundary, collector.callbacks())
     try:
@@ -362,10 +369,6 @@ async def read_uploads(request: Request, limits: Limits) -> Uploads:
         parser.finalize()
     except MultipartParseError as exc:
         raise BadRequest(f"malformed multipart body: {exc}") from exc
-    except ClientDisconnect as exc:
-        raise timed_out(request.scope) or BadRequest(
-            "the client disconnected before the body was complete"
-        ) from exc
     if not collector.complete:
         raise BadRequest("the multipart body ends before its closing boundary")
     return _finish(collector.parts, limits)

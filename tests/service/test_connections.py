@@ -165,6 +165,19 @@ def test_a_body_that_takes_longer_than_the_deadline_is_answered_408(
     assert 'endpoint="/v1/predict",model="digits-xattn",status="408"' in metrics
 
 
+def test_a_slow_urlencoded_body_is_a_408_and_no_server_error(limited: LiveServer) -> None:
+    head = (
+        b"POST /v1/models/digits-mean/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+    )
+    answer = asyncio.run(exchange(limited.url, [head, b"text="], pause_s=0.1))
+    assert answer.status == 408
+    time.sleep(0.2)
+    metrics = httpx.get(limited.url + "/metrics").text
+    assert 'endpoint="/v1/models/{model}/predict",model="digits-mean",status="408"' in metrics
+    assert "unhandled error" not in limited.log()
+
+
 def test_v2_requests_get_the_v2_error_shape(limited: LiveServer) -> None:
     head = (
         b"POST /v2/models/digits-xattn/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
