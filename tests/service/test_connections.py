@@ -20,6 +20,7 @@ import httpx
 import pytest
 from uvicorn.protocols.http import flow_control, httptools_impl
 
+from service.settings import REPO_ROOT, Connections
 from tests.service import media
 from tests.service.live import LiveServer, live_server
 
@@ -268,6 +269,13 @@ def test_connections_beyond_the_cap_are_answered_503_at_once(limited: LiveServer
     assert httpx.get(limited.url + "/readyz").status_code == 200
 
 
+def test_every_connection_limit_is_in_the_readme_with_its_default() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Limits and hostile clients")[1].split("\n## ")[0]
+    for name, field in Connections.model_fields.items():
+        assert f"| `MMSERVE_CONNECTIONS__{name.upper()}` | `{field.default:g}` |" in section
+
+
 def test_uvicorn_internals_used_by_the_protocol_are_still_there() -> None:
     # service.connections subclasses uvicorn's httptools protocol and reads its private state;
     # a uvicorn release that renames any of it must fail here, not silently unguard the server.
@@ -447,3 +455,29 @@ def test_a_hundred_megabytes_of_headers_cost_the_workers_no_memory(
         growth_mb = {pid: (peak[pid] - before[pid]) / 1024 for pid in workers}
         assert all(mb <= 5 for mb in growth_mb.values()), growth_mb
         assert httpx.get(server.url + "/readyz").status_code == 200
+
+
+def test_the_protocol_named_by_import_path_reads_its_limits_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without SO_REUSEPORT, serve runs uvicorn's own workers, which take the protocol by name.
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from service.connections import EnvGuardedHttpToolsProtocol
+
+    class Probe(EnvGuardedHttpToolsProtocol):  # its own class state, not the shared class's
+        _loaded = False
+
+    async def app(scope: object, receive: object, send: object) -> None: ...
+
+    monkeypatch.setenv("MMSERVE_CONNECTIONS__MAX_HEADERS", "7")
+    config = uvicorn.Config(app, http=Probe)
+    config.load()
+    loop = asyncio.new_event_loop()
+    try:
+        Probe(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+    finally:
+        loop.close()
+    assert Probe.limits.max_headers == 7
+    assert 0 < Probe.max_connections <= 2048  # fewer where the open-file limit is lower
