@@ -148,7 +148,8 @@ def serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        http="service.protocol:CoalescingHttpToolsProtocol",
+        http="service.connections:EnvGuardedHttpToolsProtocol",
+        timeout_keep_alive=math.ceil(settings.connections.idle_timeout_s),
         log_level=settings.log_level,
         access_log=settings.access_log,
         timeout_graceful_shutdown=round(settings.drain_timeout_s + settings.shutdown_grace_s),
@@ -190,20 +191,17 @@ def checked_settings() -> Settings | None:
 
 def serve_draining(settings: Settings) -> int:
     """One process that drains on SIGTERM as :mod:`service.lifecycle` describes, then exits 0."""
-    import uvicorn
 
     from service.app import app_from_env
+    from service.connections import uvicorn_config
     from service.lifecycle import DrainingServer
-    from service.protocol import CoalescingHttpToolsProtocol
 
     app = app_from_env()
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app,
+        settings,
         host=settings.host,
         port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        http=CoalescingHttpToolsProtocol,
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
     )
     server = DrainingServer(config, app.state.lifecycle, settings.shutdown_grace_s)

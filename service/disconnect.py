@@ -13,11 +13,20 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
-from service.errors import ClientDisconnected
+from service.errors import ClientDisconnected, ClientTimeout
 
 T = TypeVar("T")
+# Set in a request's scope state by service.connections when it ended a request that was too
+# slow to arrive: the app then sees a disconnect, and reports the 408 the client was sent.
+TIMED_OUT_KEY = "client_timeout"
+
+
+def timed_out(scope: Scope) -> ClientTimeout | None:
+    """The 408 the server sent if it closed this request for arriving too slowly, else None."""
+    message = scope.get("state", {}).get(TIMED_OUT_KEY)
+    return ClientTimeout(message) if isinstance(message, str) else None
 
 
 async def _until_disconnected(receive: Receive) -> None:

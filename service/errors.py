@@ -6,9 +6,12 @@
     ├── Unauthorized (401)        no API key, or one that is not (or no longer) valid
     ├── InvalidInput (422)        a field is present but unusable: names the field
     │   └── UnsupportedMediaType (415)  bytes are not a supported image/audio format
+    ├── ClientTimeout (408)       the request head or body did not arrive in time
     ├── PayloadTooLarge (413)     a part or the whole body is over its limit
+    ├── HeadersTooLarge (431)     the request head is over its size or header-count limit
     ├── ModelNotFound (404)
     ├── ModelNotReady (503)       still loading, failed to load, or draining
+    ├── TooManyConnections (503)  the worker holds its limit of open connections
     ├── Overloaded (429)          the model's queue is full; carries Retry-After
     ├── RequestTimeout (504)      the request waited longer than its deadline
     ├── ClientDisconnected (499)  the client left before its answer; its work was cancelled
@@ -65,6 +68,18 @@ class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
 
 
+class ClientTimeout(ServiceError):
+    """Written by :mod:`service.connections`, which then closes the connection."""
+
+    status_code = 408
+    code = "client_timeout"
+
+
+class HeadersTooLarge(ServiceError):
+    status_code = 431
+    code = "headers_too_large"
+
+
 class ModelNotFound(ServiceError):
     status_code = 404
     code = "model_not_found"
@@ -73,6 +88,15 @@ class ModelNotFound(ServiceError):
 class ModelNotReady(ServiceError):
     status_code = 503
     code = "model_not_ready"
+
+
+class TooManyConnections(ServiceError):
+    status_code = 503
+    code = "too_many_connections"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class Overloaded(ServiceError):

@@ -126,6 +126,7 @@ class PredictFastPath:
             model = await get_default_model(request, repository, query.version)
         else:
             model = await get_model(request, repository, name, query.version)
-        async with model.batcher.arriving():  # admitted (429 if full); a batch may wait for it
+        # 429 at once if the queue is full; no place in it is held while the body arrives
+        async with model.batcher.arriving():
             uploads = await get_uploads(request)
         return await answer_predict(model, uploads, await get_upload_call(request), query.top_k)

@@ -80,7 +80,11 @@ class CoalescingTransport(asyncio.Transport):
         self._transport.set_write_buffer_limits(high, low)
 
     def can_write_eof(self) -> bool:
-        return False
+        return self._transport.can_write_eof()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):

@@ -88,6 +88,42 @@ class Limits(BaseModel):
         return self.max_text_chars * 12 + 64
 
 
+class Connections(BaseModel):
+    """What one client connection may cost a worker (:mod:`service.connections`).
+
+    Each limit is enforced by the HTTP protocol, before the app sees the request: a client
+    that breaks one gets an error naming it (or, past the point an answer can be written,
+    its connection closed).
+    """
+
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="The whole request head must arrive within this time."
+    )
+    body_timeout_s: float = Field(
+        default=60.0, gt=0, description="The whole body must arrive within this time."
+    )
+    body_grace_s: float = Field(
+        default=5.0, ge=0, description="Time before min_body_rate is enforced."
+    )
+    min_body_rate: int = Field(
+        default=1_000,
+        ge=0,
+        description="Bytes/s the body must average after body_grace_s; 0: only body_timeout_s.",
+    )
+    idle_timeout_s: float = Field(
+        default=5.0, gt=0, description="An idle keep-alive connection is closed after this."
+    )
+    max_connections: int = Field(
+        default=2_048,
+        gt=0,
+        description="Open connections per worker; more are answered 503 and closed at once.",
+    )
+    max_header_bytes: int = Field(
+        default=65_536, gt=0, description="Request line and headers together."
+    )
+    max_headers: int = Field(default=100, gt=0, description="Header fields per request.")
+
+
 class Batching(BaseModel):
     """Overrides of each model's manifest batching; ``None`` keeps the manifest's value."""
 
@@ -250,6 +286,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=2.0, ge=0)
     drain_timeout_s: float = Field(default=30.0, ge=0)
     limits: Limits = Limits()
+    connections: Connections = Connections()
     batching: Batching = Batching()
     runtime: Runtime = Runtime()
     repository: Repository = Repository()

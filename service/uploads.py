@@ -29,6 +29,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from service.disconnect import timed_out
 from service.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.manifest import Modality
 from service.settings import Limits
@@ -161,13 +162,20 @@ def _check_declared_length(request: Request, limits: Limits) -> None:
         )
 
 
-async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body's chunks; over ``limit`` bytes 413, a body that ends early 400 (or 408)."""
     total = 0
-    async for chunk in stream:
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-        yield chunk
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+            yield chunk
+    except ClientDisconnect as exc:
+        # timed_out: the server closed a client too slow to send it (service.connections)
+        raise timed_out(request.scope) or BadRequest(
+            "the client disconnected before the body was complete"
+        ) from exc
 
 
 def _decode_text(part: _Part, limits: Limits) -> str:
@@ -255,7 +263,7 @@ async def _read_urlencoded(request: Request, limits: Limits) -> Uploads:
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(_urlencoded_too_large(f"is {declared} bytes", limit))
     body = bytearray()
-    async for chunk in request.stream():
+    async for chunk in _limited(request, limits.max_body_bytes):
         body += chunk
         if len(body) > limit:
             raise PayloadTooLarge(_urlencoded_too_large(f"is larger than {limit} bytes", limit))
@@ -363,7 +371,7 @@ async def read_uploads(request: Request, limits: Limits) -> Uploads:
     if not boundary:
         raise BadRequest("the multipart Content-Type has no boundary")
     declared = request.headers.get("content-length")
-    chunks = _limited(request.stream(), limits.max_body_bytes)
+    chunks = _limited(request, limits.max_body_bytes)
     collector = _Collector(limits)
     parser = MultipartParser(boundary, collector.callbacks())
     try:
@@ -379,8 +387,6 @@ async def read_uploads(request: Request, limits: Limits) -> Uploads:
         parser.finalize()
     except MultipartParseError as exc:
         raise BadRequest(f"malformed multipart body: {exc}") from exc
-    except ClientDisconnect as exc:
-        raise BadRequest("the client disconnected before the body was complete") from exc
     if not collector.complete:
         raise BadRequest("the multipart body ends before its closing boundary")
     return _finish(collector.parts, limits)

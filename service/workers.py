@@ -60,25 +60,19 @@ def _drain_when_orphaned(parent: int) -> None:
 
 def run_worker(host: str, port: int) -> None:
     """One worker: its own socket, the app built from ``MMSERVE_*``, drained on SIGTERM."""
-    import uvicorn
-
     threading.Thread(
         target=_drain_when_orphaned, args=(os.getppid(),), daemon=True, name="orphan-watch"
     ).start()
     from service.app import app_from_env
+    from service.connections import uvicorn_config
     from service.lifecycle import DrainingServer
-    from service.protocol import CoalescingHttpToolsProtocol
 
     settings = Settings()
     sock = reuseport_socket(host, port)
     sock.listen(2048)
     app = app_from_env()
-    config = uvicorn.Config(
-        app,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        http=CoalescingHttpToolsProtocol,
-        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+    config = uvicorn_config(
+        app, settings, timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s)
     )
     server = DrainingServer(config, app.state.lifecycle, settings.shutdown_grace_s)
     server.run(sockets=[sock])

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
 
+from service.disconnect import timed_out
 from service.errors import InvalidInput, PayloadTooLarge, ServiceError
 from service.v2.errors import error_response, from_service_error
 
@@ -55,7 +56,9 @@ async def read_body(request: Request, limit: int) -> bytes:
             if len(body) > limit:
                 raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     except ClientDisconnect as exc:
-        raise InvalidInput("the client disconnected before the body was complete") from exc
+        raise timed_out(request.scope) or InvalidInput(
+            "the client disconnected before the body was complete"
+        ) from exc
     return bytes(body)
 
 

@@ -29,7 +29,8 @@ each row on the queue under one ``group``, and a batch takes at most
 whatever other requests queued meanwhile. As each row's decode is bounded by the limits
 (~250 ms at worst), no request holds a batch thread for more than that many rows' decoding
 before other requests' rows get their turn. Back-pressure: at most ``max_queue``
-requests per model are admitted (arriving or queued); beyond that :class:`Overloaded` (429
+requests per model are queued (a request still reading its body holds no place, see
+:meth:`Batcher.arriving`); beyond that :class:`Overloaded` (429
 with Retry-After) answers at once. A request whose client went away (its task cancelled) or
 whose deadline passed before its batch started is dropped, costing no features or inference.
 """
@@ -154,8 +155,8 @@ class Batcher:
 
     @property
     def pending(self) -> int:
-        """Requests admitted and not yet taken into a batch (bodies being read, or queued)."""
-        return self._incoming + len(self._queue)
+        """Requests admitted and not yet taken into a batch (queued)."""
+        return len(self._queue)
 
     def _check_open(self) -> None:
         if self._closing or self._task is None:
@@ -172,17 +173,21 @@ class Batcher:
         if self.pending >= self.max_queue:
             raise self._refused(
                 Overloaded(
-                    f"model {self.manifest.name!r} has {self.pending} requests pending "
+                    f"model {self.manifest.name!r} has {self.pending} requests queued "
                     f"(limit {self.max_queue}); retry shortly"
                 )
             )
 
     @contextlib.asynccontextmanager
     async def arriving(self) -> AsyncIterator[None]:
-        """Admit a request whose inputs are still being read, and that will then submit.
+        """A request whose inputs are still being read, and that will then submit.
 
-        Admission counts requests from here on, so under overload a request is refused before
-        its body is read, instead of piling up in front of the batch threads.
+        Refused at once (429) when the queue is already full, so under overload a request is
+        refused before its body is read. But it takes no place in the queue until it submits:
+        a client that opens a request and then sends nothing (or a byte a second) must not
+        hold one of ``max_queue`` places (700 such clients once locked every normal request
+        out). It is counted so that a batch may wait for it and a retiring model version is
+        not closed under it; that wait is at most ``max_wait_ms`` per batch.
         """
         self._admit()
         self._incoming += 1
@@ -203,15 +208,7 @@ class Batcher:
 
         Jobs of one request with several rows share a ``group`` (any object), so that a batch
         takes only ``max_request_rows_per_batch`` of them."""
-        self._check_open()
-        # Requests admitted through arriving() are already counted; this bounds direct callers.
-        if len(self._queue) >= self.max_queue:
-            raise self._refused(
-                Overloaded(
-                    f"model {self.manifest.name!r} has {len(self._queue)} requests queued "
-                    f"(limit {self.max_queue}); retry shortly"
-                )
-            )
+        self._admit()
         loop = asyncio.get_running_loop()
         pending = _Pending(job, loop.create_future(), group)
         self._queue.append(pending)

@@ -309,3 +309,34 @@ def test_a_request_with_many_rows_takes_only_its_share_of_each_batch(
     assert batches == [1, 3, 2, 2, 2]
     assert extracted.index("other") < extracted.index("many-2")
     assert extracted[1:4] == ["many-0", "many-1", "other"]
+
+
+def test_requests_still_reading_their_bodies_hold_no_place_in_the_queue(
+    model_folder: Path,
+) -> None:
+    """Issue 13: clients that open a request and stall must not lock the model out."""
+    manifest = load_manifest(model_folder)
+    session = ModelSession(model_folder / manifest.model_file, providers=["CPUExecutionProvider"])
+    row = synthetic_row(manifest)
+
+    async def scenario() -> list[object]:
+        batcher = Batcher(session, manifest, max_batch_size=8, max_wait_ms=0, max_queue=2)
+        await batcher.start()
+        stalled = asyncio.Event()
+
+        async def stalled_client() -> None:
+            async with batcher.arriving():  # its body never comes
+                await stalled.wait()
+
+        stalls = [asyncio.create_task(stalled_client()) for _ in range(10)]
+        await asyncio.sleep(0.05)
+        answers = await asyncio.gather(
+            *(batcher.submit(row, timeout_s=5) for _ in range(2)), return_exceptions=True
+        )
+        stalled.set()
+        await asyncio.gather(*stalls)
+        await batcher.close(1.0)
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert not any(isinstance(a, BaseException) for a in answers), answers
