@@ -67,6 +67,7 @@ def run_worker(host: str, port: int) -> None:
     ).start()
     from service.app import app_from_env
     from service.lifecycle import DrainingServer
+    from service.log_limits import capture_native_stderr, limit_repeats
     from service.protocol import CoalescingHttpToolsProtocol
 
     settings = Settings()
@@ -80,6 +81,8 @@ def run_worker(host: str, port: int) -> None:
         http=CoalescingHttpToolsProtocol,
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
     )
+    # After the Config: uvicorn's logging config must be in place to be limited.
+    capture_native_stderr(limit_repeats(settings.log_repeat_limit, settings.log_repeat_window_s))
     server = DrainingServer(config, app.state.lifecycle, settings.shutdown_grace_s)
     server.run(sockets=[sock])
     raise SystemExit(0 if server.started else STARTUP_FAILURE)
