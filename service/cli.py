@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, MutableMapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.helptext import plain
@@ -139,7 +140,10 @@ def serve(args: argparse.Namespace) -> int:
         atexit.register(shutil.rmtree, control_dir, ignore_errors=True)
         os.environ["MMSERVE_REPOSITORY__CONTROL_DIR"] = control_dir
     if reuseport_supported():
-        return Supervisor(settings).run()
+        # This supervisor's own (a control dir may be shared by replicas): service.restarts.
+        restarts_dir = tempfile.mkdtemp(prefix="mmserve-restarts-")
+        atexit.register(shutil.rmtree, restarts_dir, ignore_errors=True)
+        return Supervisor(settings, Path(restarts_dir) / "worker-restarts.json").run()
     # No SO_REUSEPORT (not Linux/BSD): uvicorn's supervisor shares one socket. Its workers
     # finish in-flight work on SIGTERM but skip the readiness flip and grace period.
     uvicorn.run(

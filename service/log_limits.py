@@ -1,11 +1,12 @@
 """Logs a client cannot flood: repeats of one message are let through a few times a window.
 
 Any client can cause a warning (a request uvicorn cannot parse logs one line each, a 5xx logs
-its traceback), so 1,000 bad requests of 7 bytes once wrote thousands of lines. The filter keys
-records by (logger, level, message template), not by the formatted text, so a message that
-names the client's path or id is still one key. Within each window ``limit`` records of a key
-pass, the last of them saying that the rest are suppressed; the first one after the window
-says how many were. Each worker process filters its own records.
+its traceback), so 1,000 bad requests of 7 bytes once wrote thousands of lines. Only warnings
+and errors are limited: no request logs at info unless the access log is on (one line each).
+The filter keys records by (logger, level, message template), not by the formatted text, so
+a message that names the client's path or id is still one key. Within each window ``limit``
+records of a key pass, the last of them saying that the rest are suppressed; the first one
+after the window says how many were. Each worker process filters its own records.
 
 C libraries write to file descriptor 2 behind logging's back: libmpg123 (inside libsndfile)
 writes about 7 lines per malformed MP3. :func:`capture_native_stderr` puts a pipe on fd 2 and
@@ -35,6 +36,8 @@ class RepeatLimiter(logging.Filter):
         self._seen: dict[tuple[str, int, str], list[float]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True  # info is the service's own (startup, the access log if asked for)
         key = (record.name, record.levelno, str(record.msg))
         now = time.monotonic()
         with self._lock:

@@ -33,6 +33,7 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.keys import ANONYMOUS
+from service.restarts import RestartCollector
 
 STATE_KEY = "api_key"  # where service.auth leaves the request's key name
 UNKNOWN_MODEL = "_unknown"  # the model label of every name the repository does not know
@@ -129,6 +130,7 @@ class Metrics:
         if (path := multiprocess_dir()) is not None:
             merged = CollectorRegistry()
             prometheus_multiprocess.MultiProcessCollector(merged, path=path)  # type: ignore[no-untyped-call]
+            merged.register(RestartCollector())  # the supervisor's count (service.restarts)
             return generate_latest(merged), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 

@@ -240,6 +240,11 @@ class HealthResponse(BaseModel):
     models: dict[str, str] = Field(
         default_factory=dict, description="Per model: `ready`, or why it is not."
     )
+    worker_restarts_last_minute: int | None = Field(
+        default=None,
+        description="Worker processes restarted after dying in the last minute "
+        "(`serve --workers N`; absent for one process). More than a few: a crash loop.",
+    )
 
 
 # status: (description, example code, example message, example field)

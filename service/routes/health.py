@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from service import restarts as restart_log
 from service.deps import LifecycleDep, RepositoryDep
 from service.schemas import HealthResponse
 
@@ -19,6 +20,7 @@ async def healthz() -> HealthResponse:
 @router.get(
     "/readyz",
     summary="Readiness",
+    response_model_exclude_none=True,
     responses={
         503: {"model": HealthResponse, "description": "Not every model is ready, or draining."}
     },
@@ -27,11 +29,21 @@ async def readyz(
     repository: RepositoryDep, lifecycle: LifecycleDep, response: Response
 ) -> HealthResponse:
     """200 when every model folder loaded and warmed up; 503 (with the reasons) otherwise, and
-    from the moment a shutdown begins (``draining``, see :mod:`service.lifecycle`)."""
+    from the moment a shutdown begins (``draining``, see :mod:`service.lifecycle`). Under
+    ``serve --workers N`` it also counts the workers restarted in the last minute
+    (:mod:`service.restarts`): a crash loop shows here while the other workers serve."""
+    restarts = restart_log.read()
+    recent = None if restarts is None else restarts.in_last_minute()
     if lifecycle.draining:
         response.status_code = 503
-        return HealthResponse(status="draining", models=repository.readiness())
+        return HealthResponse(
+            status="draining", models=repository.readiness(), worker_restarts_last_minute=recent
+        )
     ready = repository.ready
     if not ready:
         response.status_code = 503
-    return HealthResponse(status="ok" if ready else "unavailable", models=repository.readiness())
+    return HealthResponse(
+        status="ok" if ready else "unavailable",
+        models=repository.readiness(),
+        worker_restarts_last_minute=recent,
+    )
