@@ -196,11 +196,13 @@ def serve_draining(settings: Settings) -> int:
     """One process that drains on SIGTERM as :mod:`service.lifecycle` describes, then exits 0."""
     import uvicorn
 
+    from service.allocator import give_memory_back
     from service.app import app_from_env
     from service.lifecycle import DrainingServer
     from service.log_limits import capture_native_stderr, limit_repeats
     from service.protocol import CoalescingHttpToolsProtocol
 
+    give_memory_back()  # before any model or upload is allocated (service.allocator)
     app = app_from_env()
     config = uvicorn.Config(
         app,

@@ -77,6 +77,7 @@ def run_worker(host: str, port: int) -> None:
     threading.Thread(
         target=_drain_when_orphaned, args=(os.getppid(),), daemon=True, name="orphan-watch"
     ).start()
+    from service.allocator import give_memory_back
     from service.app import app_from_env
     from service.lifecycle import DrainingServer
     from service.log_limits import capture_native_stderr, limit_repeats
@@ -84,6 +85,7 @@ def run_worker(host: str, port: int) -> None:
 
     settings = Settings()
     sock = reuseport_socket(host, port)  # not listening yet: uvicorn listens once warm
+    give_memory_back()  # before any model or upload is allocated (service.allocator)
     app = app_from_env()
     config = uvicorn.Config(
         app,
