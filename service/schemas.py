@@ -240,6 +240,9 @@ class HealthResponse(BaseModel):
     models: dict[str, str] = Field(
         default_factory=dict, description="Per model: `ready`, or why it is not."
     )
+
+
+class ReadinessResponse(HealthResponse):
     worker_restarts_last_minute: int | None = Field(
         default=None,
         description="Worker processes restarted after dying in the last minute "

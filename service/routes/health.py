@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from service import restarts as restart_log
 from service.deps import LifecycleDep, RepositoryDep
-from service.schemas import HealthResponse
+from service.schemas import HealthResponse, ReadinessResponse
 
 router = APIRouter(tags=["health"])
 
@@ -22,12 +22,12 @@ async def healthz() -> HealthResponse:
     summary="Readiness",
     response_model_exclude_none=True,
     responses={
-        503: {"model": HealthResponse, "description": "Not every model is ready, or draining."}
+        503: {"model": ReadinessResponse, "description": "Not every model is ready, or draining."}
     },
 )
 async def readyz(
     repository: RepositoryDep, lifecycle: LifecycleDep, response: Response
-) -> HealthResponse:
+) -> ReadinessResponse:
     """200 when every model folder loaded and warmed up; 503 (with the reasons) otherwise, and
     from the moment a shutdown begins (``draining``, see :mod:`service.lifecycle`). Under
     ``serve --workers N`` it also counts the workers restarted in the last minute
@@ -36,13 +36,13 @@ async def readyz(
     recent = None if restarts is None else restarts.in_last_minute()
     if lifecycle.draining:
         response.status_code = 503
-        return HealthResponse(
+        return ReadinessResponse(
             status="draining", models=repository.readiness(), worker_restarts_last_minute=recent
         )
     ready = repository.ready
     if not ready:
         response.status_code = 503
-    return HealthResponse(
+    return ReadinessResponse(
         status="ok" if ready else "unavailable",
         models=repository.readiness(),
         worker_restarts_last_minute=recent,
