@@ -10,6 +10,7 @@ import io
 import random
 import socket
 import string
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +38,10 @@ def server(
     log_path = tmp_path_factory.mktemp("log") / "server.log"
     env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     with live_server(model_root, log_path, env, workers=2, ready_path="/readyz") as live:
+        deadline = time.monotonic() + 60  # /readyz answered by one worker: wait for both
+        while live.log().count("Application startup complete") < 2:
+            assert time.monotonic() < deadline, live.log()
+            time.sleep(0.05)
         yield live
 
 
