@@ -42,6 +42,7 @@ GRACE_S = 1.0  # replica 1 serves this long after SIGTERM; replica 0 is killed h
 AFTER_DRAIN = 100  # requests sent once replica 1 has exited: the survivor must answer them all
 MAX_REQUESTS = 1000  # the bound, should the drain not end
 ATOL = 1e-5
+DYING_S = 0.5  # a SIGKILLed process takes a moment to die; nginx may still write to it then
 
 
 @dataclass
@@ -188,7 +189,9 @@ def test_no_request_fails_when_replicas_die_or_drain(cluster: Cluster) -> None:
     assert len(lost) <= CONCURRENCY, [(o.status, o.body) for o in lost]
     for o in lost:
         assert o.status == 503 and o.body["error"]["code"] == "model_not_ready", o.body
-        assert o.upstreams == [killed.address] and o.started <= events.kill <= o.ended, o
+        # Taken by the killed replica, or written by nginx on its connection as it died.
+        assert o.upstreams == [killed.address], (o, killed.address, events)
+        assert o.started <= events.kill + DYING_S and o.ended >= events.kill, (o, events)
     wrong = [o.body for o in outcomes if o.status == 200 and not same_answer(o.body, reference)]
     assert wrong == []
 
