@@ -27,7 +27,7 @@ from service.control import Control
 from service.fastpath import PredictFastPath
 from service.hosts import HostAllowlist, TrustedHostMiddleware
 from service.keys import KeyRing, key_ring
-from service.lifecycle import Lifecycle
+from service.lifecycle import CloseWhenDraining, Lifecycle
 from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import RequestIdMiddleware
 from service.reload import Reloader
@@ -151,6 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(TrustedHostMiddleware, allowlist=HostAllowlist(settings.trusted_hosts))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(CloseWhenDraining, lifecycle=app.state.lifecycle)  # outermost
     return app
 
 

@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, MutableMapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.helptext import plain
@@ -139,7 +140,10 @@ def serve(args: argparse.Namespace) -> int:
         atexit.register(shutil.rmtree, control_dir, ignore_errors=True)
         os.environ["MMSERVE_REPOSITORY__CONTROL_DIR"] = control_dir
     if reuseport_supported():
-        return Supervisor(settings).run()
+        # This supervisor's own (a control dir may be shared by replicas): service.restarts.
+        restarts_dir = tempfile.mkdtemp(prefix="mmserve-restarts-")
+        atexit.register(shutil.rmtree, restarts_dir, ignore_errors=True)
+        return Supervisor(settings, Path(restarts_dir) / "worker-restarts.json").run()
     # No SO_REUSEPORT (not Linux/BSD): uvicorn's supervisor shares one socket. Its workers
     # finish in-flight work on SIGTERM but skip the readiness flip and grace period.
     uvicorn.run(
@@ -192,10 +196,13 @@ def checked_settings() -> Settings | None:
 def serve_draining(settings: Settings) -> int:
     """One process that drains on SIGTERM as :mod:`service.lifecycle` describes, then exits 0."""
 
+    from service.allocator import give_memory_back
     from service.app import app_from_env
     from service.connections import uvicorn_config
     from service.lifecycle import DrainingServer
+    from service.log_limits import capture_native_stderr, limit_repeats
 
+    give_memory_back()  # before any model or upload is allocated (service.allocator)
     app = app_from_env()
     config = uvicorn_config(
         app,
@@ -204,6 +211,8 @@ def serve_draining(settings: Settings) -> int:
         port=settings.port,
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
     )
+    # After the Config: uvicorn's logging config must be in place to be limited.
+    capture_native_stderr(limit_repeats(settings.log_repeat_limit, settings.log_repeat_window_s))
     server = DrainingServer(config, app.state.lifecycle, settings.shutdown_grace_s)
     server.run()
     return 0 if server.started else STARTUP_FAILURE

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,37 @@ class Lifecycle:
 
     def begin_drain(self) -> None:
         self.draining = True
+
+
+class CloseWhenDraining:
+    """ASGI middleware: while draining, every response says ``Connection: close``.
+
+    A load balancer keeps idle connections to each replica (nginx: ``keepalive 32``). When the
+    grace period ends uvicorn closes the idle ones, and a request nginx wrote on one at that
+    moment was sent and then failed: nginx does not resend a POST it has sent
+    (``deploy/nginx.conf.template``), so it would be lost. Closing each connection after its
+    response during the grace period leaves none idle by then; new requests open new
+    connections, accepted until the listener closes and refused (so resent) after.
+    """
+
+    def __init__(self, app: ASGIApp, lifecycle: Lifecycle) -> None:
+        self.app = app
+        self.lifecycle = lifecycle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.lifecycle.draining:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"
+                ]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, send_closing)
 
 
 class DrainingServer(uvicorn.Server):

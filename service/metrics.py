@@ -8,6 +8,11 @@ Without that variable (tests, a single process) the app's own registry is expose
 Request metrics come from :class:`MetricsMiddleware`, which reads the matched route template
 after routing (so paths with model names do not explode the label space); batch and queue
 metrics come from the batcher through :class:`ModelObserver`.
+
+Every label value is bounded by the configuration, never by what a client sends: a route
+template or ``unmatched``, a status the service chose, a configured key name, and a model name
+the repository knows or ``_unknown``. 300 requests naming random 4 KB models once grew
+``/metrics`` from 37 KB to 21 MB and its render from 10 to 557 ms.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.keys import ANONYMOUS
+from service.restarts import RestartCollector
 
 STATE_KEY = "api_key"  # where service.auth leaves the request's key name
+UNKNOWN_MODEL = "_unknown"  # the model label of every name the repository does not know
 
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 _FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -134,6 +141,7 @@ class Metrics:
         if (path := multiprocess_dir()) is not None:
             merged = CollectorRegistry()
             prometheus_multiprocess.MultiProcessCollector(merged, path=path)  # type: ignore[no-untyped-call]
+            merged.register(RestartCollector())  # the supervisor's count (service.restarts)
             return generate_latest(merged), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
@@ -206,7 +214,13 @@ class MetricsMiddleware:
         params: dict[str, Any] = scope.get("path_params") or {}
         # Routes that resolve a model (the default one included) name it in the scope state.
         model = str(state.get("model") or "")
-        model = model or str(params.get("model") or params.get("model_name") or "")
+        if not model and (named := params.get("model") or params.get("model_name")):
+            model = str(named) if _known_model(scope, str(named)) else UNKNOWN_MODEL
         if not model and endpoint in ("/v1/predict", "/v1/embed"):
             model = self.default_model or ""
         return endpoint, model or "-"
+
+
+def _known_model(scope: Scope, name: str) -> bool:
+    repository = getattr(getattr(scope.get("app"), "state", None), "repository", None)
+    return repository is not None and bool(repository.knows(name))

@@ -351,6 +351,10 @@ class ModelRepository:
     def names(self) -> list[str]:
         return sorted(self._models)
 
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is a model folder this replica loaded or tried to load."""
+        return name in self._models or any(f.name == name for f in self.failures)
+
     def versions(self, name: str) -> list[str]:
         return sorted(self._models.get(name, {}), key=version_key)
 

@@ -292,6 +292,14 @@ class HealthResponse(BaseModel):
     )
 
 
+class ReadinessResponse(HealthResponse):
+    worker_restarts_last_minute: int | None = Field(
+        default=None,
+        description="Worker processes restarted after dying in the last minute "
+        "(`serve --workers N`; absent for one process). More than a few: a crash loop.",
+    )
+
+
 # status: (description, example code, example message, example field)
 _ERRORS: dict[int, tuple[str, str, str, str | None]] = {
     400: (

@@ -283,6 +283,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Off by default: a log line per request costs 1-3% of a worker's time under load.
     access_log: bool = False
+    # Any client can cause a warning: each (logger, level, message) passes this many times per
+    # window per worker, the last saying the rest are suppressed (service.log_limits). 0: off.
+    log_repeat_limit: int = Field(default=3, ge=0)
+    log_repeat_window_s: float = Field(default=60.0, gt=0)
     shutdown_grace_s: float = Field(default=2.0, ge=0)
     drain_timeout_s: float = Field(default=30.0, ge=0)
     limits: Limits = Limits()

@@ -25,8 +25,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MAX_BOUNDARY_LENGTH, MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from service.disconnect import timed_out
@@ -370,11 +370,17 @@ async def read_uploads(request: Request, limits: Limits) -> Uploads:
     boundary = params.get(b"boundary")
     if not boundary:
         raise BadRequest("the multipart Content-Type has no boundary")
+    if len(boundary) > MAX_BOUNDARY_LENGTH:  # RFC 2046 allows 70; python_multipart refuses more
+        raise BadRequest(
+            f"the multipart boundary is {len(boundary)} characters; the limit is "
+            f"{MAX_BOUNDARY_LENGTH}"
+        )
     declared = request.headers.get("content-length")
     chunks = _limited(request, limits.max_body_bytes)
     collector = _Collector(limits)
-    parser = MultipartParser(boundary, collector.callbacks())
     try:
+        # Built inside the try: python_multipart checks the boundary here too (FormParserError).
+        parser = MultipartParser(boundary, collector.callbacks())
         # A small body is read whole and split directly; a large one streams through the
         # parser, so a part over its limit is refused before the rest is read.
         if declared is not None and int(declared) <= WHOLE_BODY_MAX_BYTES:
@@ -385,7 +391,7 @@ async def read_uploads(request: Request, limits: Limits) -> Uploads:
         async for chunk in chunks:
             parser.write(chunk)
         parser.finalize()
-    except MultipartParseError as exc:
+    except FormParserError as exc:  # the base of every python_multipart parse error
         raise BadRequest(f"malformed multipart body: {exc}") from exc
     if not collector.complete:
         raise BadRequest("the multipart body ends before its closing boundary")

@@ -13,6 +13,13 @@ every worker the full drain: readiness 503 at once, the grace period, in-flight 
 exit 0. A worker that dies otherwise is restarted; one that fails to start stops the lot.
 The supervisor first binds the port itself (without listening) so that ``--port 0`` and a busy
 port are settled before any worker starts.
+
+A worker binds its socket at once but listens only after its lifespan has loaded and warmed
+every model (uvicorn listens on the sockets it is given after the lifespan's startup): the
+kernel hands new connections only to listening sockets, so none waits on a worker that is still
+loading. Restarts back off: the first after ``RESTART_BASE_S``, doubling with each restart in the
+last minute up to ``RESTART_MAX_S``, so a crash loop costs little CPU and shows in ``/readyz``
+and ``mmserve_worker_restarts_total`` (:mod:`service.restarts`).
 """
 
 from __future__ import annotations
@@ -27,14 +34,19 @@ import socket
 import threading
 import time
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 
+from service import restarts as restart_log
+from service.restarts import RestartLog
 from service.settings import Settings
 
 log = logging.getLogger("mmserve")
 
 STARTUP_FAILURE = 3  # as uvicorn exits when the app cannot start
-_RESTART_PAUSE_S = 1.0
+RESTART_BASE_S = 1.0
+RESTART_MAX_S = 30.0
+BACKLOG = 2048
 
 
 def reuseport_supported() -> bool:
@@ -63,28 +75,42 @@ def run_worker(host: str, port: int) -> None:
     threading.Thread(
         target=_drain_when_orphaned, args=(os.getppid(),), daemon=True, name="orphan-watch"
     ).start()
+    from service.allocator import give_memory_back
     from service.app import app_from_env
     from service.connections import uvicorn_config
     from service.lifecycle import DrainingServer
+    from service.log_limits import capture_native_stderr, limit_repeats
 
     settings = Settings()
-    sock = reuseport_socket(host, port)
-    sock.listen(2048)
+    sock = reuseport_socket(host, port)  # not listening yet: uvicorn listens once warm
+    give_memory_back()  # before any model or upload is allocated (service.allocator)
     app = app_from_env()
     config = uvicorn_config(
-        app, settings, timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s)
+        app,
+        settings,
+        backlog=BACKLOG,
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
     )
+    # After the Config: uvicorn's logging config must be in place to be limited.
+    capture_native_stderr(limit_repeats(settings.log_repeat_limit, settings.log_repeat_window_s))
     server = DrainingServer(config, app.state.lifecycle, settings.shutdown_grace_s)
     server.run(sockets=[sock])
     raise SystemExit(0 if server.started else STARTUP_FAILURE)
 
 
+def restart_delay(recent_restarts: int) -> float:
+    """Seconds before a restart, given the restarts already made in the last minute."""
+    return min(RESTART_BASE_S * 2.0**recent_restarts, RESTART_MAX_S)
+
+
 class Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, restarts_file: Path) -> None:
         self.settings = settings
         self.stopping = False
         self._context = multiprocessing.get_context("spawn")  # no fork of a loaded process
         self._workers: list[BaseProcess] = []
+        self._due: dict[int, float] = {}  # worker slot -> monotonic time of its restart
+        self.restarts = RestartLog(restarts_file)
 
     def _start(self, port: int) -> BaseProcess:
         process = self._context.Process(
@@ -127,24 +153,46 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._forward)
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, self._reload_keys)
+        os.environ[restart_log.ENV] = str(self.restarts.path)  # inherited by every worker
         self._workers = [self._start(port) for _ in range(self.settings.workers)]
         status = 0
-        while any(p.exitcode is None for p in self._workers):
-            sentinels = [p.sentinel for p in self._workers if p.exitcode is None]
-            multiprocessing.connection.wait(sentinels, timeout=1.0)
+        while any(p.exitcode is None for p in self._workers) or (self._due and not self.stopping):
+            self._wait()
             for i, process in enumerate(self._workers):
                 code = process.exitcode
-                if code is None or self.stopping or code == 0:
+                if code is None or self.stopping or code == 0 or i in self._due:
                     continue
                 if code == STARTUP_FAILURE:
                     log.error("a worker could not start; stopping the others")
                     status = STARTUP_FAILURE
                     self._forward(signal.SIGTERM, None)
                     continue
-                log.warning("worker %s exited with %s; starting a new one", process.pid, code)
-                time.sleep(_RESTART_PAUSE_S)
-                self._workers[i] = self._start(port)
+                delay = restart_delay(self.restarts.in_last_minute())
+                log.warning("worker %s exited with %s; starting a new one in %g s",
+                            process.pid, code, delay)  # fmt: skip
+                self.restarts.record()
+                self._due[i] = time.monotonic() + delay
+            self._restart_due(port)
         holder.close()
         if status == 0 and any(p.exitcode not in (0, None) for p in self._workers):
             status = 1
         return status
+
+    def _wait(self) -> None:
+        sentinels = [p.sentinel for p in self._workers if p.exitcode is None]
+        timeout = 1.0
+        if self._due:
+            timeout = min(timeout, max(min(self._due.values()) - time.monotonic(), 0.0))
+        if sentinels:
+            multiprocessing.connection.wait(sentinels, timeout=timeout)
+        else:
+            time.sleep(timeout)
+
+    def _restart_due(self, port: int) -> None:
+        if self.stopping:
+            self._due.clear()
+            return
+        now = time.monotonic()
+        for i in [i for i, due in self._due.items() if due <= now]:
+            del self._due[i]
+            self._workers[i] = self._start(port)

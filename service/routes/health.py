@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from service import restarts as restart_log
 from service.deps import LifecycleDep, RepositoryDep
-from service.schemas import HealthResponse
+from service.schemas import HealthResponse, ReadinessResponse
 
 router = APIRouter(tags=["health"])
 
@@ -19,19 +20,30 @@ async def healthz() -> HealthResponse:
 @router.get(
     "/readyz",
     summary="Readiness",
+    response_model_exclude_none=True,
     responses={
-        503: {"model": HealthResponse, "description": "Not every model is ready, or draining."}
+        503: {"model": ReadinessResponse, "description": "Not every model is ready, or draining."}
     },
 )
 async def readyz(
     repository: RepositoryDep, lifecycle: LifecycleDep, response: Response
-) -> HealthResponse:
+) -> ReadinessResponse:
     """200 when every model folder loaded and warmed up; 503 (with the reasons) otherwise, and
-    from the moment a shutdown begins (``draining``, see :mod:`service.lifecycle`)."""
+    from the moment a shutdown begins (``draining``, see :mod:`service.lifecycle`). Under
+    ``serve --workers N`` it also counts the workers restarted in the last minute
+    (:mod:`service.restarts`): a crash loop shows here while the other workers serve."""
+    restarts = restart_log.read()
+    recent = None if restarts is None else restarts.in_last_minute()
     if lifecycle.draining:
         response.status_code = 503
-        return HealthResponse(status="draining", models=repository.readiness())
+        return ReadinessResponse(
+            status="draining", models=repository.readiness(), worker_restarts_last_minute=recent
+        )
     ready = repository.ready
     if not ready:
         response.status_code = 503
-    return HealthResponse(status="ok" if ready else "unavailable", models=repository.readiness())
+    return ReadinessResponse(
+        status="ok" if ready else "unavailable",
+        models=repository.readiness(),
+        worker_restarts_last_minute=recent,
+    )

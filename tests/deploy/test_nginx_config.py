@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import socket
+import struct
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,13 +118,13 @@ def nginx_without_replicas(tmp_path: Path) -> Iterator[str]:
 
 
 @needs_nginx
-def test_nginx_retries_every_replica_then_answers_like_the_service(
+def test_nginx_retries_a_refused_connection_once_then_answers_like_the_service(
     nginx_without_replicas: str,
 ) -> None:
     response = httpx.post(f"{nginx_without_replicas}/v1/predict", data={"text": "seven"})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "model_not_ready"
-    assert len(response.headers["x-upstream"].split(", ")) == 3  # a POST, tried on all three
+    assert len(response.headers["x-upstream"].split(", ")) == 2  # refused: one retry, no more
     rid = response.json()["error"]["request_id"]
     assert len(rid) == 32
 
@@ -140,3 +143,51 @@ def test_nginx_refuses_a_body_over_the_service_limit(nginx_without_replicas: str
         "field": None,
         "request_id": "client-chosen-1",
     }
+
+
+class DyingReplica:
+    """A replica that dies of every request: it reads the request and resets the connection."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.requests = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                with contextlib.suppress(OSError):
+                    if conn.recv(65536):
+                        self.requests += 1
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+@needs_nginx
+def test_nginx_does_not_replay_a_request_that_killed_a_replica(tmp_path: Path) -> None:
+    binary = nginx_binary()
+    assert binary is not None
+    replicas = [DyingReplica(), DyingReplica(), DyingReplica()]
+    proxy = start_nginx(binary, tmp_path, [r.address for r in replicas], free_port(), 10**6)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", proxy.port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, proxy.log()
+                time.sleep(0.05)
+        response = httpx.post(f"{proxy.url}/v1/predict", data={"text": "poison"}, timeout=30)
+        assert response.status_code == 503, response.text
+        assert sum(r.requests for r in replicas) == 1  # one replica met it; no other did
+    finally:
+        proxy.send_signal(signal.SIGQUIT)
+        proxy.wait(10)
+        for replica in replicas:
+            replica.listener.close()

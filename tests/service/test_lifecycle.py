@@ -90,3 +90,16 @@ def test_the_app_is_unready_but_serving_while_it_drains(model_root: Path) -> Non
         assert response.status_code == 503
         assert response.json()["status"] == "draining"
         assert client.post("/v1/predict", files={"text": (None, b"seven")}).status_code == 200
+
+
+def test_a_draining_replica_closes_each_connection_after_its_response(
+    client: TestClient,
+) -> None:
+    lifecycle = client.app.state.lifecycle  # type: ignore[attr-defined]
+    assert client.get("/healthz").headers.get("connection") != "close"
+    lifecycle.draining = True
+    try:
+        response = client.get("/healthz")
+        assert response.status_code == 200 and response.headers["connection"] == "close"
+    finally:
+        lifecycle.draining = False

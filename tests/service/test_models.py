@@ -66,7 +66,7 @@ def test_every_route_documents_its_answers(openapi: dict[str, Any]) -> None:
     for path, operations in openapi["paths"].items():
         # The V2 protocol has its own error body, {"error": "<message>"}.
         v2 = path.startswith("/v2")
-        errors = {"ErrorBody", "Readiness"} if v2 else {"ErrorResponse", "HealthResponse"}
+        errors = {"ErrorBody", "Readiness"} if v2 else {"ErrorResponse", "ReadinessResponse"}
         for method, operation in operations.items():
             responses = operation["responses"]
             assert "200" in responses, (method, path)
