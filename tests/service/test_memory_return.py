@@ -22,7 +22,15 @@ from tests.service.live import LiveServer, live_server
 pytestmark = pytest.mark.slow
 
 MODELS = ("digits-concat", "digits-gated", "digits-mean", "digits-xattn")
-SIDE = 6000  # 36 Mpx: under the 40 Mpx limit
+SIDE = 6000  # 36 Mpx
+# The default decode limits refuse these images before decoding (tests/service/
+# test_hostile_decode.py); a deployment may raise them, and this test is about what the
+# allocator keeps after the heaviest decodes, so the server here allows them.
+ALLOW_HEAVY = {
+    "MMSERVE_LIMITS__MAX_IMAGE_PIXELS": "40000000",
+    "MMSERVE_LIMITS__MAX_IMAGE_DECODED_BYTES": "160000000",
+    "MMSERVE_LIMITS__MAX_AUDIO_SAMPLES": "6000000",
+}
 GIVE_BACK_MB = 100
 
 
@@ -62,7 +70,8 @@ def test_each_worker_returns_near_its_baseline_after_a_burst(
     model_root: Path, tmp_path: Path
 ) -> None:
     cases = uploads()
-    with live_server(model_root, tmp_path / "server.log", workers=2, ready_path="/readyz") as s:
+    log = tmp_path / "server.log"
+    with live_server(model_root, log, env=ALLOW_HEAVY, workers=2, ready_path="/readyz") as s:
         deadline = time.monotonic() + 60
         while len(worker_pids(s)) < 2 or s.log().count("Application startup complete") < 2:
             assert time.monotonic() < deadline, s.log()
