@@ -1,6 +1,6 @@
 """After a burst of worst-case allowed uploads each worker gives its memory back.
 
-A real ``serve --workers 2``; RSS of each worker from ``/proc``. Without the allocator settings
+A real ``serve --workers 2``; RSS of each worker from ``/proc``. Without the trimming thread
 of ``service.allocator`` the same burst left each worker 1.5-2 GB above its baseline.
 """
 
