@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ def test_the_device_script_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMSERVE_")}
     env |= {
         "OUT": str(tmp_path / "out"),
-        "PYTHON": "python",
+        "PYTHON": sys.executable,  # the interpreter running the tests (CI: .venv, not on PATH)
         "WHL": str(tmp_path / "no-wheels"),  # nothing to install: this environment has it all
         "STAGE": str(tmp_path / "no-stage"),
         "SITE": str(tmp_path / "site"),

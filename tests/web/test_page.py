@@ -361,10 +361,16 @@ def test_an_unsure_answer_is_marked_and_a_sure_one_is_not(
     page.select_option("#model", DEFAULT_MODEL)
     page.fill("#text", "hello world")
     watched.submit_and_wait()
-    assert watched.shown_answer()["ood"]["unsure"] is True
+    first = watched.shown_answer()
+    assert first["ood"]["unsure"] is True
     assert page.locator('[data-task="digit"] .unsure').count() == 1
     page.fill("#text", "seven")
-    watched.submit_and_wait()
+    page.click("#submit")
+    # The previous answer stays marked on <body> until the new one replaces it.
+    page.wait_for_function(
+        f"document.body.dataset.answer && document.body.dataset.answer !== '{first['request_id']}'",
+        timeout=TIMEOUT_MS,
+    )
     assert watched.shown_answer()["ood"]["unsure"] is False
     assert page.locator(".unsure").count() == 0
     assert watched.unexpected_console_errors() == []
