@@ -37,6 +37,7 @@ def test_upload_from_the_docs_page(browser_page, server: str, tmp_path: Path) ->
     operation = page.locator("#operations-inference-predict_default_v1_predict_post")
     operation.locator(".opblock-summary").click()
     pickers = operation.locator("input[type=file]")
+    pickers.nth(1).wait_for(timeout=15_000)  # Swagger UI renders the form after the click
     assert pickers.count() == 2  # image and audio
     pickers.nth(0).set_input_files(str(image))
     pickers.nth(1).set_input_files(str(audio))
