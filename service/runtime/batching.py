@@ -174,7 +174,9 @@ class Batcher:
         carries; each row is checked again as it is queued (:meth:`submit_job`)."""
         self._check_open()
         if self.pending + rows > self.max_queue:
-            several = f" and this request has {rows} rows" if rows > 1 else ""
+            several = ""
+            if rows > 1:  # a V2 request: say why it does not fit although places are free
+                several = f": this request's {rows} rows would pass batching.max_queue"
             raise self._refused(
                 Overloaded(
                     f"model {self.manifest.name!r} has {self.pending} requests queued "

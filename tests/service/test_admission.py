@@ -150,7 +150,7 @@ def test_v2_is_admitted_as_its_number_of_rows(model_root: Path) -> None:
         # One place of two is taken: a request of two rows does not fit, and is counted.
         response = await asyncio.wait_for(client.post(path, content=_v2_text(2)), 5)
         assert response.status_code == 503, response.text
-        assert "this request has 2 rows" in response.json()["error"]
+        assert "this request's 2 rows would pass batching.max_queue" in response.json()["error"]
         assert await _rejected(client) == before + 1
 
     _with_full_queue(model_root, max_queue=2, queued=1, scenario=scenario)
