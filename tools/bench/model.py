@@ -20,8 +20,6 @@ from service.runtime.rows import FeatureRow, collate, split_rows
 from service.runtime.session import ModelSession
 from service.settings import Limits, Runtime
 
-DEFAULT_MODEL = "digits-xattn"
-
 
 @dataclass(frozen=True)
 class InProcessModel:
