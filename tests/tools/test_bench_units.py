@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -216,3 +217,17 @@ def test_help_shows_the_full_plans_defaults() -> None:
     assert f"(default {','.join(map(str, full.concurrencies))})" in text
     assert f"seconds per load run (default {full.load_seconds:g})" in text
     assert f"requests in the soak (default {full.soak_requests})" in text
+
+
+def test_the_bench_measures_the_version_the_service_resolves(tmp_path: Path) -> None:
+    from tools.bench.model import latest_version
+
+    names = ["1", "1.9", "1.10", "2", "10", ".hidden", "11-no-manifest"]
+    for name in names:
+        (tmp_path / "m" / name).mkdir(parents=True)
+        if name != "11-no-manifest":
+            (tmp_path / "m" / name / "manifest.json").write_text("{}")
+    # The service's order (service.repository.version_key); hidden and unfinished folders skipped.
+    assert latest_version(tmp_path, "m").name == "10"
+    with pytest.raises(FileNotFoundError):
+        latest_version(tmp_path, "absent")
