@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 STARTUP_FAILURE = 3  # as uvicorn exits when the app cannot start
 CONFIG_ERROR = 2  # the settings, API keys or model folder are not usable (as for a bad flag)
-BENCH_MODULE = "tools.bench"
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # flag -> environment variable read by Settings
 _SERVE_FLAGS = {
@@ -216,6 +215,9 @@ def serve_draining(settings: Settings) -> int:
     server = DrainingServer(config, app.state.lifecycle, settings.shutdown_grace_s)
     server.run()
     return 0 if server.started else STARTUP_FAILURE
+
+
+BENCH_MODULE = "tools.bench"  # in a source checkout only (tools/__init__.py says why)
 
 
 def bench(argv: list[str]) -> int:
