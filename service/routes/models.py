@@ -11,7 +11,6 @@ from service.manifest import OodSpec
 from service.repository import LoadedModel, ModelRepository
 from service.runtime.providers import build_description
 from service.schemas import (
-    BatchingInfo,
     ExecutionDetail,
     ModelDetail,
     ModelFailure,
@@ -68,11 +67,7 @@ def _detail(model: LoadedModel, repository: ModelRepository, settings: Settings)
         execution=ExecutionDetail(
             **asdict(model.session.execution), onnxruntime=build_description()
         ),
-        batching=BatchingInfo(
-            **model.batching.model_dump(),
-            max_queue=settings.batching.max_queue,
-            request_timeout_s=settings.batching.request_timeout_s,
-        ),
+        batching=model.batching,
         warmup_s=model.warmup_s,
         evaluation=manifest.evaluation,
         ood=_ood_info(manifest.ood),
