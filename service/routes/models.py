@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import TypedDict
 
 from fastapi import APIRouter
 
 from service.deps import ModelPath, RepositoryDep, SettingsDep, VersionQuery
-from service.manifest import OodSpec
+from service.manifest import FusionStrategy, Modality, OodSpec
 from service.repository import LoadedModel, ModelRepository
 from service.runtime.providers import build_description
 from service.schemas import (
@@ -26,30 +27,40 @@ from service.settings import Settings
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-def _summary(model: LoadedModel, repository: ModelRepository) -> ModelSummary:
+class _Identity(TypedDict):
+    """What the list and the detail of a model both say."""
+
+    name: str
+    version: str
+    versions: list[str]
+    default: bool
+    description: str
+    fusion: FusionStrategy
+    modalities: list[Modality]
+
+
+def _identity(model: LoadedModel, repository: ModelRepository) -> _Identity:
     manifest = model.manifest
-    return ModelSummary(
+    return _Identity(
         name=model.name,
         version=model.version,
         versions=repository.versions(model.name),
         default=model.name == repository.default_name,
-        modalities=manifest.modality_order,
-        tasks=[t.name for t in manifest.tasks],
-        fusion=manifest.fusion,
         description=manifest.description,
+        fusion=manifest.fusion,
+        modalities=manifest.modality_order,
     )
+
+
+def _summary(model: LoadedModel, repository: ModelRepository) -> ModelSummary:
+    tasks = [t.name for t in model.manifest.tasks]
+    return ModelSummary(**_identity(model, repository), tasks=tasks)
 
 
 def _detail(model: LoadedModel, repository: ModelRepository, settings: Settings) -> ModelDetail:
     manifest = model.manifest
     return ModelDetail(
-        name=model.name,
-        version=model.version,
-        versions=repository.versions(model.name),
-        default=model.name == repository.default_name,
-        description=manifest.description,
-        fusion=manifest.fusion,
-        modalities=manifest.modality_order,
+        **_identity(model, repository),
         recipes=manifest.modalities,
         tasks=[
             TaskInfo(
