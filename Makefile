@@ -15,13 +15,13 @@ serve:  ## install the service into the virtual environment and serve the bundle
 
 test:  ## install everything (pip + Debian packages) and run every test, linters included
 	scripts/setup.sh dev
-	$(PY) -m ruff check service export tests
+	$(PY) -m ruff check service export tools tests
 	$(PY) -m mypy
 	$(PY) -m pytest
 
 lint:
-	$(PY) -m ruff check service export tests
-	$(PY) -m ruff format --check service export tests
+	$(PY) -m ruff check service export tools tests
+	$(PY) -m ruff format --check service export tools tests
 	$(PY) -m mypy
 
 bench:  ## the benchmark of issue 4 (see README, Benchmarks)

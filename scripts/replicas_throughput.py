@@ -2,7 +2,7 @@
 
     python scripts/replicas_throughput.py [--rounds 5] [--seconds 4] [--concurrency 8]
 
-Starts both topologies side by side with service.deploy.replicas, then runs `hey` against each
+Starts both topologies side by side with tools.replicas, then runs `hey` against each
 in alternating rounds (so that the neighbours' load falls on both alike) and prints, per round
 and as medians: requests/s, p50, p99, the CPU cores the replicas used (from /proc) and
 requests/s per replica core. Needs nginx and hey (scripts/setup.sh dev installs both).
@@ -24,8 +24,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.deploy.replicas import Cluster  # noqa: E402
 from tests.service import media  # noqa: E402
+from tools.replicas import Cluster  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -3,8 +3,9 @@
 ``create_app(settings)`` builds a FastAPI app whose lifespan loads the model repository (every
 model warmed up and its batcher started), keeps it in step with the model folders while
 serving (:mod:`service.reload`) and, on shutdown, drains and closes it. Nothing is
-held in module globals. ``app_from_env()`` is the factory uvicorn's worker processes call
-(``uvicorn --factory service.app:app_from_env``): it reads the settings from ``MMSERVE_*``.
+held in module globals. ``serve`` runs it in :mod:`service.process`; ``app_from_env()`` is the
+factory for uvicorn's own worker processes (``uvicorn --factory service.app:app_from_env``),
+which ``serve`` uses only where there is no ``SO_REUSEPORT``: it reads ``MMSERVE_*``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -20,9 +20,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service import __version__, docs, exception_handlers
+from service import __version__, blas, docs, exception_handlers
 from service.auth import ApiKeyMiddleware, PublicPaths, describe_in_openapi
-from service.cli import BLAS_THREAD_VARIABLES
 from service.control import Control
 from service.hosts import HostAllowlist, TrustedHostMiddleware
 from service.keys import KeyRing, key_ring
@@ -41,19 +40,6 @@ Multimodal inference on exported ONNX models. Upload any non-empty subset of **t
 **image** and an **audio** clip as `multipart/form-data` to `POST /v1/predict`; every error
 answers `{"error": {"code", "message", "field", "request_id"}}`.
 """
-
-
-def limit_blas_threads() -> None:
-    """One BLAS/OpenMP thread unless the user chose otherwise (numpy may be imported already).
-
-    Each worker already runs its batch threads on the cores; BLAS pools on top oversubscribe
-    them (measured: OpenBLAS's default threads made the 40x257 mel product 8 ms, not 0.05 ms).
-    """
-    if any(name in os.environ for name in BLAS_THREAD_VARIABLES):
-        return
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)
 
 
 @contextlib.contextmanager
@@ -83,7 +69,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 @asynccontextmanager
 async def serving(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    limit_blas_threads()
+    blas.limit_loaded_pools()  # numpy may be loaded already (service.blas)
     app.state.cpu = CpuRunner(settings.runtime.feature_threads)
     repository = ModelRepository(settings, app.state.cpu, app.state.metrics)
     reloader = Reloader(repository, Control(settings.repository.control_dir), app.state.cpu)

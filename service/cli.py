@@ -1,8 +1,10 @@
 """``mmserve`` / ``python -m service``: ``serve`` the models, or ``bench`` them.
 
-Flags override the ``MMSERVE_*`` environment. The settings reach the app as environment
-variables either way, so uvicorn's worker processes (``--workers N``, one per core by default)
-build the very same :class:`~service.settings.Settings` in ``service.app.app_from_env``.
+Flags override the ``MMSERVE_*`` environment. The settings reach every serving process as
+environment variables either way, so the worker processes (``--workers N``, one per core by
+default, started by :mod:`service.workers`) build the very same
+:class:`~service.settings.Settings`, once each; so do uvicorn's own worker processes through
+``service.app.app_from_env`` on a system without ``SO_REUSEPORT``.
 
 Nothing here imports numpy: BLAS thread counts must be in the environment before any process
 loads it (``OMP_NUM_THREADS`` and friends, 1 unless the user set them).
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import importlib
-import importlib.util
 import math
 import os
 import shutil
@@ -23,14 +24,13 @@ from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from service import blas
 from service.helptext import plain
 
 if TYPE_CHECKING:
     from service.settings import Settings
 
-STARTUP_FAILURE = 3  # as uvicorn exits when the app cannot start
 CONFIG_ERROR = 2  # the settings, API keys or model folder are not usable (as for a bad flag)
-BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # flag -> environment variable read by Settings
 _SERVE_FLAGS = {
     "host": "MMSERVE_HOST",
@@ -111,8 +111,7 @@ def export_flags(args: argparse.Namespace, environ: MutableMapping[str, str]) ->
         value = getattr(args, flag, None)
         if value is not None:
             environ[variable] = str(value)
-    for variable in BLAS_THREAD_VARIABLES:
-        environ.setdefault(variable, "1")
+    blas.default_to_one_thread(environ)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -128,7 +127,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"mmserve serve: error: {problem}", file=sys.stderr)
         return CONFIG_ERROR
     if settings.workers == 1:
-        return serve_draining(settings)
+        from service.process import serve_draining
+
+        return serve_draining(settings, host=settings.host, port=settings.port)
     # Each worker writes its metrics here; /metrics in any worker merges them all.
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         metrics_dir = tempfile.mkdtemp(prefix="mmserve-metrics-")
@@ -193,36 +194,25 @@ def checked_settings() -> Settings | None:
     return settings
 
 
-def serve_draining(settings: Settings) -> int:
-    """One process that drains on SIGTERM as :mod:`service.lifecycle` describes, then exits 0."""
-
-    from service.allocator import give_memory_back
-    from service.app import app_from_env
-    from service.connections import uvicorn_config
-    from service.lifecycle import DrainingServer
-    from service.log_limits import capture_native_stderr, limit_repeats
-
-    give_memory_back()  # before any model or upload is allocated (service.allocator)
-    app = app_from_env()
-    config = uvicorn_config(
-        app,
-        settings,
-        host=settings.host,
-        port=settings.port,
-        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
-    )
-    # After the Config: uvicorn's logging config must be in place to be limited.
-    capture_native_stderr(limit_repeats(settings.log_repeat_limit, settings.log_repeat_window_s))
-    server = DrainingServer(config, app.state.lifecycle, settings.shutdown_grace_s)
-    server.run()
-    return 0 if server.started else STARTUP_FAILURE
+BENCH_MODULE = "tools.bench"  # in a source checkout only (tools/__init__.py says why)
 
 
 def bench(argv: list[str]) -> int:
-    if importlib.util.find_spec("service.bench") is None:
-        print("mmserve bench: not available in this build", file=sys.stderr)
+    """Run ``tools/bench/``, which lives beside the service in a source checkout only."""
+    # By name, not an import statement: the service never depends on its tools, and the wheel
+    # and the image have none (``python -m`` finds ``tools`` in the current folder).
+    try:
+        module = importlib.import_module(BENCH_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("tools", BENCH_MODULE):
+            raise  # the benchmark is here but a dependency of it is not: say which
+        print(
+            "mmserve bench: the benchmark is not installed with the service; run "
+            "`python -m service bench` from the root of a source checkout (tools/bench/)",
+            file=sys.stderr,
+        )
         return 2
-    run: Callable[[list[str]], int] = importlib.import_module("service.bench").main
+    run: Callable[[list[str]], int] = module.main
     return run(argv)
 
 

@@ -23,9 +23,9 @@ worker 190 MB). :class:`GuardedHttpToolsProtocol` enforces, before the app sees 
 A client over a limit gets the error in the service's JSON shape (the V2 protocol's on
 ``/v2``) with ``Connection: close`` when no answer has begun, and the connection is closed.
 ``idle_timeout_s`` (between keep-alive requests) is uvicorn's own ``timeout_keep_alive``.
-This subclasses uvicorn's httptools protocol and uses its private attributes: the image pins
-uvicorn (``deploy/requirements.lock``, 0.55.0) and ``tests/service/test_connections.py`` fails
-if those attributes change.
+This subclasses uvicorn's httptools protocol and uses its private attributes: pyproject.toml
+pins uvicorn to the minor version tested (so does ``deploy/requirements.lock``) and
+``tests/service/test_uvicorn_internals.py`` fails if what it overrides or reads changes.
 """
 
 from __future__ import annotations

@@ -19,6 +19,12 @@ STATIC_URL = "/docs-static"
 SWAGGER_PARAMETERS = {"tryItOutEnabled": True, "defaultModelsExpandDepth": 0}
 
 
+def _urls(request: Request) -> tuple[str, str]:
+    """The OpenAPI document's URL and the assets' folder, under any proxy's root path."""
+    root = request.scope.get("root_path", "")
+    return f"{root}/openapi.json", f"{root}{STATIC_URL}"
+
+
 def install(app: FastAPI) -> None:
     """Add ``/docs`` and ``/redoc``; build the app with ``docs_url=None, redoc_url=None``."""
     assets = files("fastapi_offline") / "static"
@@ -27,23 +33,23 @@ def install(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
+        openapi, static = _urls(request)
         return get_swagger_ui_html(
-            openapi_url=f"{root}/openapi.json",
+            openapi_url=openapi,
             title=f"{title} - Swagger UI",
-            swagger_js_url=f"{root}{STATIC_URL}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{STATIC_URL}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{STATIC_URL}/favicon.png",
+            swagger_js_url=f"{static}/swagger-ui-bundle.js",
+            swagger_css_url=f"{static}/swagger-ui.css",
+            swagger_favicon_url=f"{static}/favicon.png",
             swagger_ui_parameters=SWAGGER_PARAMETERS,
         )
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
+        openapi, static = _urls(request)
         return get_redoc_html(
-            openapi_url=f"{root}/openapi.json",
+            openapi_url=openapi,
             title=f"{title} - ReDoc",
-            redoc_js_url=f"{root}{STATIC_URL}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{STATIC_URL}/favicon.png",
+            redoc_js_url=f"{static}/redoc.standalone.js",
+            redoc_favicon_url=f"{static}/favicon.png",
             with_google_fonts=False,
         )

@@ -19,15 +19,41 @@
 
 Libraries' exceptions (Pillow, soundfile, tokenizers, onnxruntime) are translated into these
 where they occur, with ``raise ... from exc`` so the cause stays in the log.
-The JSON shape is ``{"error": {"code", "message", "field", "request_id"}}``.
+The JSON shape is ``{"error": {"code", "message", "field", "request_id"}}``; :data:`ErrorCode`
+lists every ``code`` it can carry (``tests/service/test_error_codes.py`` holds it to the classes).
 """
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
+# Each class's code (mypy checks every class's code against it).
+ServiceErrorCode = Literal[
+    "internal_error",
+    "bad_request",
+    "unauthorized",
+    "invalid_input",
+    "unsupported_media_type",
+    "payload_too_large",
+    "client_timeout",
+    "headers_too_large",
+    "model_not_found",
+    "model_not_ready",
+    "too_many_connections",
+    "overloaded",
+    "timeout",
+    "client_closed_request",
+    "inference_failed",
+]
+# Starlette's own HTTP errors (an unknown route, a wrong method), which no class here raises:
+# service.exception_handlers answers them in the same shape.
+RoutingErrorCode = Literal["not_found", "method_not_allowed", "http_error"]
+ErrorCode = Literal[ServiceErrorCode, RoutingErrorCode]
+
 
 class ServiceError(Exception):
-    status_code = 500
-    code = "internal_error"
+    status_code: ClassVar[int] = 500
+    code: ClassVar[ServiceErrorCode] = "internal_error"
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -55,7 +81,7 @@ class Unauthorized(ServiceError):
 
 class InvalidInput(ServiceError):
     status_code = 422
-    code = "invalid_input"
+    code: ClassVar[ServiceErrorCode] = "invalid_input"  # declared: a subclass has its own
 
 
 class UnsupportedMediaType(InvalidInput):

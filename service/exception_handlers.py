@@ -18,19 +18,19 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from service.errors import ServiceError
+from service.errors import ErrorCode, InvalidInput, RoutingErrorCode, ServiceError
 from service.middleware import request_id
 from service.schemas import ErrorDetail, ErrorResponse
 from service.uploads import OPENAPI_REQUEST_BODY, wrong_method_message
 
 log = logging.getLogger(__name__)
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+_HTTP_CODES: dict[int, RoutingErrorCode] = {404: "not_found", 405: "method_not_allowed"}
 
 
 def error_response(
     request: Request,
     status: int,
-    code: str,
+    code: ErrorCode,
     message: str,
     *,
     field: str | None = None,
@@ -56,7 +56,9 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     location = [str(part) for part in first.get("loc", ())]
     field = location[-1] if location else None
     message = f"{'.'.join(location)}: {first.get('msg', 'invalid request')}"
-    return error_response(request, 422, "invalid_input", message, field=field)
+    return error_response(
+        request, InvalidInput.status_code, InvalidInput.code, message, field=field
+    )
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -82,7 +84,9 @@ def _method_message(request: Request, exc: HTTPException) -> str:
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(request, 500, "internal_error", "internal server error")
+    return error_response(
+        request, ServiceError.status_code, ServiceError.code, "internal server error"
+    )
 
 
 def install(app: FastAPI) -> None:

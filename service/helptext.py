@@ -1,7 +1,7 @@
 """Docstrings as command-line help: argparse prints them raw, so their markup goes.
 
-``python -m service`` -> python -m service; :mod:`service.bench.stacks` ->
-service.bench.stacks; :class:`~service.settings.Settings` -> Settings (the ``~`` form shows the
+``python -m service`` -> python -m service; :mod:`service.cli` ->
+service.cli; :class:`~service.settings.Settings` -> Settings (the ``~`` form shows the
 last name, as Sphinx does).
 """
 

@@ -14,11 +14,13 @@ On SIGTERM (or SIGINT) a replica behind a load balancer must not drop requests:
 
 A second signal skips what is left of the grace period; a third forces the exit at once.
 
-Only :class:`DrainingServer` (what ``serve`` runs for one process) does steps 1-2: uvicorn's
-own ``Server`` closes the listener on the first signal, and re-raises the signal after shutdown
-so the process dies by it. Under ``serve --workers N`` uvicorn's supervisor runs its own
-``Server`` in each worker and passes SIGTERM on: the workers skip the readiness flip and the
-grace period but still finish their requests and batches, and the supervisor exits 0.
+Only :class:`DrainingServer` does steps 1-2: uvicorn's own ``Server`` closes the listener on
+the first signal, and re-raises the signal after shutdown so the process dies by it. ``serve``
+runs a DrainingServer in its one process and, under ``--workers N``, in every worker process
+(:mod:`service.process`; :mod:`service.workers` passes SIGTERM on to each). Only where there
+is no ``SO_REUSEPORT`` does ``serve`` fall back to uvicorn's supervisor, whose workers run
+uvicorn's ``Server``: they skip the readiness flip and the grace period but still finish their
+requests and batches.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
+
+STARTUP_FAILURE = 3  # a serving process whose app could not start exits so, as uvicorn does
 
 
 @dataclass
@@ -105,6 +109,11 @@ class DrainingServer(uvicorn.Server):
             if time.monotonic() - self._signalled_at >= self.grace_s:
                 self.should_exit = True
         return await super().on_tick(counter)
+
+    @property
+    def exit_status(self) -> int:
+        """0 after a drain, :data:`STARTUP_FAILURE` if the app never started (call after run)."""
+        return 0 if self.started else STARTUP_FAILURE
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         started = time.monotonic()

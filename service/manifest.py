@@ -85,10 +85,6 @@ class ImageRecipe(_Strict):
             raise ValueError("std values must be positive")
         return self
 
-    @property
-    def channels(self) -> int:
-        return 1 if self.mode == "L" else 3
-
 
 class AudioRecipe(_Strict):
     """Bytes of any supported audio file -> float32 ``(coefficients, frames)``.

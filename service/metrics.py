@@ -176,10 +176,9 @@ class ModelObserver:
 class MetricsMiddleware:
     """Counts and times every HTTP request by route template, model and status."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, default_model: str | None = None) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.default_model = default_model
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -213,10 +212,8 @@ class MetricsMiddleware:
         params: dict[str, Any] = scope.get("path_params") or {}
         # Routes that resolve a model (the default one included) name it in the scope state.
         model = str(state.get("model") or "")
-        if not model and (named := params.get("model") or params.get("model_name")):
+        if not model and (named := params.get("model")):
             model = str(named) if _known_model(scope, str(named)) else UNKNOWN_MODEL
-        if not model and endpoint in ("/v1/predict", "/v1/embed"):
-            model = self.default_model or ""
         return endpoint, model or "-"
 
 

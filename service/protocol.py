@@ -12,7 +12,9 @@ response. Under load that window caught about one SIGKILL in seven
 during one step of the event loop and passes it to the socket at the end of that step. Every
 answer of this service is ready at once, so its head and body leave in one ``send()``: the
 kernel then delivers all of it even if the process dies right after. A streamed body would
-still leave one chunk per step.
+still leave one chunk per step. uvicorn's httptools protocol is private: pyproject.toml pins
+uvicorn to the minor version tested, and ``tests/service/test_uvicorn_internals.py`` fails if
+what this relies on changes.
 """
 
 from __future__ import annotations

@@ -20,42 +20,35 @@ recorded as a :class:`LoadFailure` and the old version keeps serving.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-from PIL import Image
 from tokenizers import Tokenizer
 
 from service.errors import ModelNotFound, ModelNotReady
 from service.features.text import load_tokenizer
-from service.manifest import (
-    MANIFEST_FILENAME,
-    AudioRecipe,
-    BatchingSpec,
-    ImageRecipe,
-    Manifest,
-    Modality,
-    TextRecipe,
-    load_manifest,
-)
+from service.manifest import MANIFEST_FILENAME, Manifest, TextRecipe, load_manifest
 from service.metrics import Metrics
 from service.model_dir import scan
 from service.ood import OodCheck, ood_check
 from service.runtime.batching import Batcher
-from service.runtime.extract import extract_row
 from service.runtime.session import ModelSession
 from service.runtime.threads import CpuRunner
 from service.runtime.warmup import warm_up
-from service.settings import Limits, Settings
+from service.settings import ModelBatching, Settings
 
 log = logging.getLogger(__name__)
-PREFERRED_DEFAULT = "digits-xattn"
+
+
+@dataclass(frozen=True)
+class OpenedModel:
+    """What opening a version folder gives, before warm-up. Satisfies ``warmup.Warmable``."""
+
+    manifest: Manifest
+    tokenizer: Tokenizer | None
+    session: ModelSession
 
 
 @dataclass
@@ -66,7 +59,7 @@ class LoadedModel:
     path: Path
     tokenizer: Tokenizer | None
     session: ModelSession
-    batching: BatchingSpec
+    batching: ModelBatching
     batcher: Batcher
     warmup_s: float
     ood: OodCheck | None = None
@@ -101,18 +94,7 @@ def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
 
 
-def _effective_batching(manifest: Manifest, settings: Settings, *, on_gpu: bool) -> BatchingSpec:
-    override = settings.batching
-    gpu_size = override.gpu_max_batch_size if on_gpu else None
-    return BatchingSpec(
-        max_batch_size=override.max_batch_size or gpu_size or manifest.batching.max_batch_size,
-        max_wait_ms=(
-            manifest.batching.max_wait_ms if override.max_wait_ms is None else override.max_wait_ms
-        ),
-    )
-
-
-def _open_model(path: Path, settings: Settings) -> tuple[Manifest, Tokenizer | None, ModelSession]:
+def _open_model(path: Path, settings: Settings) -> OpenedModel:
     """The blocking part of loading one folder (runs in a worker thread)."""
     manifest = load_manifest(path)
     if (manifest.name, manifest.version) != (path.parent.name, path.name):
@@ -125,38 +107,7 @@ def _open_model(path: Path, settings: Settings) -> tuple[Manifest, Tokenizer | N
     if isinstance(text, TextRecipe):
         tokenizer = load_tokenizer(path / text.tokenizer_dir, text.max_length)
     session = ModelSession.open(path / manifest.model_file, settings.runtime)
-    return manifest, tokenizer, session
-
-
-def _synthetic_uploads(manifest: Manifest) -> dict[Modality, bytes | str]:
-    """One small upload per modality, encoded as clients send them."""
-    uploads: dict[Modality, bytes | str] = {}
-    for modality in manifest.modality_order:
-        recipe = manifest.recipe(modality)
-        if isinstance(recipe, ImageRecipe):
-            buf = io.BytesIO()
-            Image.new("RGB", (recipe.width * 2, recipe.height * 2), "white").save(buf, "PNG")
-            uploads[modality] = buf.getvalue()
-        elif isinstance(recipe, AudioRecipe):
-            buf = io.BytesIO()
-            rate = 44_100 if recipe.sample_rate != 44_100 else 48_000  # exercise resampling
-            sf.write(buf, np.zeros(rate // 2, dtype=np.float32), rate, format="WAV")
-            uploads[modality] = buf.getvalue()
-        else:
-            uploads[modality] = "warm up"
-    return uploads
-
-
-def warm_features(model: LoadedModel, limits: Limits) -> float:
-    """Decode and featurise one synthetic upload per modality; returns the seconds it took.
-
-    The first feature extraction in a process pays one-off costs (Pillow's codec plug-ins,
-    soxr's and numpy's FFT plans: up to a second), which would otherwise land on the first
-    client.
-    """
-    start = time.perf_counter()
-    extract_row(model, _synthetic_uploads(model.manifest), limits)
-    return time.perf_counter() - start
+    return OpenedModel(manifest, tokenizer, session)
 
 
 def _log_ready(model: LoadedModel, *, replaced: bool = False) -> None:
@@ -243,23 +194,25 @@ class ModelRepository:
     async def _load_one(self, path: Path, runner: CpuRunner) -> LoadedModel:
         if not (path / MANIFEST_FILENAME).is_file():
             raise FileNotFoundError(f"no {MANIFEST_FILENAME} in {path}")
-        manifest, tokenizer, session = await runner.run(_open_model, path, self.settings)
-        batching = _effective_batching(manifest, self.settings, on_gpu=session.on_gpu)
-        warmup_s = await runner.run(warm_up, session, manifest, batching.max_batch_size)
+        opened = await runner.run(_open_model, path, self.settings)
+        manifest, session = opened.manifest, opened.session
+        batching = self.settings.batching.for_model(manifest.batching, on_gpu=session.on_gpu)
+        limits = self.settings.limits
+        warmup_s = await runner.run(warm_up, opened, batching.max_batch_size, limits)
         batcher = Batcher(
             session,
             manifest,
             max_batch_size=batching.max_batch_size,
             max_wait_ms=batching.max_wait_ms,
-            max_queue=self.settings.batching.max_queue,
-            max_request_rows_per_batch=self.settings.batching.max_request_rows_per_batch,
+            max_queue=batching.max_queue,
+            max_request_rows_per_batch=batching.max_request_rows_per_batch,
             threads=self.settings.runtime.feature_threads,
             observer=None if self._metrics is None else self._metrics.observer(manifest.name),
         )
         model = LoadedModel(
-            manifest, path, tokenizer, session, batching, batcher, warmup_s, ood_check(manifest)
-        )
-        model.warmup_s += await runner.run(warm_features, model, self.settings.limits)
+            manifest, path, opened.tokenizer, session, batching, batcher, warmup_s,
+            ood_check(manifest),
+        )  # fmt: skip
         await batcher.start()
         return model
 
@@ -360,12 +313,7 @@ class ModelRepository:
 
     @property
     def default_name(self) -> str | None:
-        if self.settings.default_model:
-            return self.settings.default_model
-        if PREFERRED_DEFAULT in self._models:
-            return PREFERRED_DEFAULT
-        names = self.names()
-        return names[0] if names else None
+        return self.settings.default_model_among(self.names())
 
     def failure_for(self, name: str, version: str | None = None) -> LoadFailure | None:
         matches = [f for f in self.failures if f.name == name]

@@ -6,12 +6,25 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.manifest import BatchingSpec, FusionStrategy, Modality, ModalityRecipes, TensorSpec
-from service.settings import Limits
+from service.errors import (
+    BadRequest,
+    ErrorCode,
+    InferenceFailed,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceError,
+    UnsupportedMediaType,
+)
+from service.manifest import FusionStrategy, Modality, ModalityRecipes, TensorSpec
+from service.settings import Limits, ModelBatching
 
 
 class ErrorDetail(BaseModel):
-    code: str = Field(description="Stable machine-readable code, e.g. `invalid_input`.")
+    code: ErrorCode = Field(description="Stable machine-readable code, e.g. `invalid_input`.")
     message: str
     field: str | None = Field(
         default=None, description="The form field or parameter at fault, when there is one."
@@ -26,7 +39,7 @@ class ErrorResponse(BaseModel):
         json_schema_extra={
             "example": {
                 "error": {
-                    "code": "unsupported_media_type",
+                    "code": UnsupportedMediaType.code,
                     "message": "not a supported image; expected one of PNG, JPEG, WEBP, GIF, "
                     "BMP, TIFF",
                     "field": "image",
@@ -239,11 +252,6 @@ class ModelList(BaseModel):
     failed: list[ModelFailure] = Field(description="Model folders that could not be loaded.")
 
 
-class BatchingInfo(BatchingSpec):
-    max_queue: int
-    request_timeout_s: float
-
-
 class ExecutionDetail(BaseModel):
     """How the model's ONNX Runtime session runs (see README, GPU)."""
 
@@ -272,7 +280,7 @@ class ModelDetail(BaseModel):
     limits: Limits
     execution_providers: list[str] = Field(description="ONNX Runtime providers in use.")
     execution: ExecutionDetail
-    batching: BatchingInfo
+    batching: ModelBatching
     warmup_s: float
     evaluation: dict[str, Any] = Field(description="The exporter's evaluation summary.")
     ood: OodInfo | None = Field(
@@ -300,68 +308,65 @@ class ReadinessResponse(HealthResponse):
     )
 
 
-# status: (description, example code, example message, example field)
-_ERRORS: dict[int, tuple[str, str, str, str | None]] = {
-    400: (
+# The error classes documented on routes, each with a description of when it answers and an
+# example message and field; its status and code are the class's own.
+_DOCUMENTED_ERRORS: tuple[tuple[type[ServiceError], str, str, str | None], ...] = (
+    (
+        BadRequest,
         "Malformed request: not valid multipart, or the body ends early.",
-        "bad_request",
         "the multipart body ends before its closing boundary",
         None,
     ),
-    404: (
+    (
+        ModelNotFound,
         "No such model or version.",
-        "model_not_found",
         "no model named 'digits'; the models are: digits-concat, digits-xattn",
         None,
     ),
-    413: (
+    (
+        PayloadTooLarge,
         "A field, or the whole body, is over its limit (`error.field` names the field).",
-        "payload_too_large",
         "audio is 42.00 s long; the limit is 30 s",
         "audio",
     ),
-    415: (
+    (
+        UnsupportedMediaType,
         "A file is not a supported image or audio format, judged from its bytes.",
-        "unsupported_media_type",
         "not a supported image; expected one of PNG, JPEG, WEBP, GIF, BMP, TIFF",
         "image",
     ),
-    422: (
+    (
+        InvalidInput,
         "A field is missing, unknown, empty, corrupt or not usable by this model.",
-        "invalid_input",
         "unknown field 'video'; the accepted fields are text, image and audio",
         "video",
     ),
-    429: (
+    (
+        Overloaded,
         "The model's queue is full; retry after `Retry-After` seconds.",
-        "overloaded",
         "model 'digits-xattn' has 256 requests queued (limit 256); retry shortly",
         None,
     ),
-    500: ("Inference failed.", "inference_failed", "ONNX Runtime failed: ...", None),
-    503: (
+    (InferenceFailed, "Inference failed.", "ONNX Runtime failed: ...", None),
+    (
+        ModelNotReady,
         "The model failed to load, is still loading, or the service is shutting down.",
-        "model_not_ready",
         "model 'digits-gated' version '1' failed to load: no manifest.json",
         None,
     ),
-    504: (
-        "No answer within the request timeout.",
-        "timeout",
-        "no answer within 30 s",
-        None,
-    ),
-}
+    (RequestTimeout, "No answer within the request timeout.", "no answer within 30 s", None),
+)
+_ERRORS = {error[0].status_code: error for error in _DOCUMENTED_ERRORS}
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries for these error statuses: ErrorResponse, one example each."""
     responses: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
-        description, code, message, field = _ERRORS[status]
+        error, description, message, field = _ERRORS[status]
         example = {
             "error": {
-                "code": code,
+                "code": error.code,
                 "message": message,
                 "field": field,
                 "request_id": "4b1c0f3e9a7d4e51",

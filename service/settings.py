@@ -13,8 +13,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.manifest import BatchingSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # A decoded second of audio costs rate x channels samples whatever the file's size (a few
@@ -28,6 +30,9 @@ MAX_AUDIO_SAMPLE_RATE = 384_000
 # ~3,100 per row (16 rows a batch: ~50,000); a million JSON numbers parse in ~90 ms and ~70 MB,
 # which is what a request may cost at most before the model's own shape rules apply.
 MAX_V2_ELEMENTS = 1_000_000
+# The bundled model (onnx_models/) that /v1/predict serves when default_model is unset and it
+# is served; README and docs show its answers.
+BUNDLED_DEFAULT_MODEL = "digits-xattn"
 
 
 class Limits(BaseModel):
@@ -124,8 +129,13 @@ class Connections(BaseModel):
     max_headers: int = Field(default=100, gt=0, description="Header fields per request.")
 
 
-class Batching(BaseModel):
-    """Overrides of each model's manifest batching; ``None`` keeps the manifest's value."""
+class BatchingOverrides(BaseModel):
+    """The operator's batching, the same for every model.
+
+    ``max_batch_size``, ``max_wait_ms`` and ``gpu_max_batch_size`` override each manifest's
+    batching (``None`` keeps the manifest's); the queue and request limits exist only here.
+    :meth:`for_model` applies them to one model.
+    """
 
     max_batch_size: int | None = Field(default=None, gt=0)
     max_wait_ms: float | None = Field(default=None, ge=0)
@@ -147,6 +157,28 @@ class Batching(BaseModel):
         "the rest wait for the next batches, interleaved with other requests.",
     )
     request_timeout_s: float = Field(default=30.0, gt=0)
+
+    def for_model(self, manifest: BatchingSpec, *, on_gpu: bool) -> ModelBatching:
+        gpu_size = self.gpu_max_batch_size if on_gpu else None
+        return ModelBatching(
+            max_batch_size=self.max_batch_size or gpu_size or manifest.max_batch_size,
+            max_wait_ms=manifest.max_wait_ms if self.max_wait_ms is None else self.max_wait_ms,
+            max_queue=self.max_queue,
+            max_request_rows_per_batch=self.max_request_rows_per_batch,
+            request_timeout_s=self.request_timeout_s,
+        )
+
+
+class ModelBatching(BaseModel):
+    """How one loaded model batches: its manifest's batching with the overrides applied."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_batch_size: int
+    max_wait_ms: float
+    max_queue: int = Field(description="Queued rows before 429.")
+    max_request_rows_per_batch: int = Field(description="Rows of one request a batch takes.")
+    request_timeout_s: float
 
 
 class Cuda(BaseModel):
@@ -276,7 +308,9 @@ class Settings(BaseSettings):
         description="Start even when model_dir holds no <name>/<version>/manifest.json yet.",
     )
     default_model: str | None = Field(
-        default=None, description="Model served by /v1/predict; default: the first by name."
+        default=None,
+        description=f"Model served by /v1/predict; unset: {BUNDLED_DEFAULT_MODEL} when it is "
+        "served, else the first by name (default_model_among).",
     )
     # Comma-separated in the environment: MMSERVE_CORS_ORIGINS=https://a.example,https://b.example
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -291,7 +325,7 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=30.0, ge=0)
     limits: Limits = Limits()
     connections: Connections = Connections()
-    batching: Batching = Batching()
+    batching: BatchingOverrides = BatchingOverrides()
     runtime: Runtime = Runtime()
     repository: Repository = Repository()
     # MMSERVE_API_KEYS=alice=<key>,<key>; MMSERVE_API_KEYS_FILE lines: "<name> sha256:<hex>".
@@ -308,6 +342,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
+
+    def default_model_among(self, served: list[str]) -> str | None:
+        """The model ``/v1/predict`` serves, given the names served: the setting (served or
+        not: then the replica is not ready), else the bundled default, else the first."""
+        if self.default_model:
+            return self.default_model
+        if BUNDLED_DEFAULT_MODEL in served:
+            return BUNDLED_DEFAULT_MODEL
+        return min(served, default=None)
 
     @property
     def keys_configured(self) -> bool:

@@ -25,7 +25,6 @@ and ``mmserve_worker_restarts_total`` (:mod:`service.restarts`).
 from __future__ import annotations
 
 import logging
-import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -38,12 +37,12 @@ from pathlib import Path
 from types import FrameType
 
 from service import restarts as restart_log
+from service.lifecycle import STARTUP_FAILURE
 from service.restarts import RestartLog
 from service.settings import Settings
 
 log = logging.getLogger("mmserve")
 
-STARTUP_FAILURE = 3  # as uvicorn exits when the app cannot start
 RESTART_BASE_S = 1.0
 RESTART_MAX_S = 30.0
 BACKLOG = 2048
@@ -75,27 +74,11 @@ def run_worker(host: str, port: int) -> None:
     threading.Thread(
         target=_drain_when_orphaned, args=(os.getppid(),), daemon=True, name="orphan-watch"
     ).start()
-    from service.allocator import give_memory_back
-    from service.app import app_from_env
-    from service.connections import uvicorn_config
-    from service.lifecycle import DrainingServer
-    from service.log_limits import capture_native_stderr, limit_repeats
+    from service.process import serve_draining
 
-    settings = Settings()
+    settings = Settings()  # the only Settings of this process: the app is built from it
     sock = reuseport_socket(host, port)  # not listening yet: uvicorn listens once warm
-    give_memory_back()  # before any model or upload is allocated (service.allocator)
-    app = app_from_env()
-    config = uvicorn_config(
-        app,
-        settings,
-        backlog=BACKLOG,
-        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
-    )
-    # After the Config: uvicorn's logging config must be in place to be limited.
-    capture_native_stderr(limit_repeats(settings.log_repeat_limit, settings.log_repeat_window_s))
-    server = DrainingServer(config, app.state.lifecycle, settings.shutdown_grace_s)
-    server.run(sockets=[sock])
-    raise SystemExit(0 if server.started else STARTUP_FAILURE)
+    raise SystemExit(serve_draining(settings, sockets=[sock], backlog=BACKLOG))
 
 
 def restart_delay(recent_restarts: int) -> float:

@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from service.bench.model import InProcessModel
-from service.bench.uploads import Uploads, make_uploads
 from service.features.text import load_tokenizer
 from service.manifest import Modality, load_manifest
 from service.repository import scan
 from service.runtime.rows import collate
 from service.runtime.session import ModelSession
 from service.settings import REPO_ROOT, Limits, Runtime
+from tools.bench.model import InProcessModel
+from tools.bench.uploads import Uploads, make_uploads
 
 TOLERANCE = 1e-3
 BATCH_SIZES = (1, 16)

@@ -19,10 +19,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from service.bench.runner import _clean_env
-from service.bench.servers import ServerSpec, free_port, running
-from service.bench.uploads import make_uploads, multipart_body
 from service.settings import REPO_ROOT
+from tools.bench.runner import _clean_env
+from tools.bench.servers import ServerSpec, running
+from tools.bench.uploads import make_uploads, multipart_body
+from tools.ports import free_port
 
 # No proxies: only 127.0.0.1 is ever asked.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -4,7 +4,7 @@ The model folder holds a ``transformers`` tokenizer folder (``save_pretrained`` 
 ``tokenizer.json`` is the complete fast tokenizer — normaliser, pre-tokeniser, WordPiece
 vocabulary and the [CLS]/[SEP] post-processor — so the service loads it with the small
 ``tokenizers`` library instead of importing ``transformers`` (about 2 s of start-up).
-``tests/service/test_features_text.py`` proves the ids equal ``AutoTokenizer``'s.
+``tests/service/test_features_text.py`` holds the ids to ``transformers``' fast tokenizer's.
 """
 
 from __future__ import annotations

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import TypedDict
 
 from fastapi import APIRouter
 
 from service.deps import ModelDep, RepositoryDep, SettingsDep
-from service.manifest import OodSpec
+from service.manifest import FusionStrategy, Modality, OodSpec
 from service.repository import LoadedModel, ModelRepository
 from service.runtime.providers import build_description
 from service.schemas import (
-    BatchingInfo,
     ExecutionDetail,
     ModelDetail,
     ModelFailure,
@@ -27,30 +27,40 @@ from service.settings import Settings
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-def _summary(model: LoadedModel, repository: ModelRepository) -> ModelSummary:
+class _Identity(TypedDict):
+    """What the list and the detail of a model both say."""
+
+    name: str
+    version: str
+    versions: list[str]
+    default: bool
+    description: str
+    fusion: FusionStrategy
+    modalities: list[Modality]
+
+
+def _identity(model: LoadedModel, repository: ModelRepository) -> _Identity:
     manifest = model.manifest
-    return ModelSummary(
+    return _Identity(
         name=model.name,
         version=model.version,
         versions=repository.versions(model.name),
         default=model.name == repository.default_name,
-        modalities=manifest.modality_order,
-        tasks=[t.name for t in manifest.tasks],
-        fusion=manifest.fusion,
         description=manifest.description,
+        fusion=manifest.fusion,
+        modalities=manifest.modality_order,
     )
+
+
+def _summary(model: LoadedModel, repository: ModelRepository) -> ModelSummary:
+    tasks = [t.name for t in model.manifest.tasks]
+    return ModelSummary(**_identity(model, repository), tasks=tasks)
 
 
 def _detail(model: LoadedModel, repository: ModelRepository, settings: Settings) -> ModelDetail:
     manifest = model.manifest
     return ModelDetail(
-        name=model.name,
-        version=model.version,
-        versions=repository.versions(model.name),
-        default=model.name == repository.default_name,
-        description=manifest.description,
-        fusion=manifest.fusion,
-        modalities=manifest.modality_order,
+        **_identity(model, repository),
         recipes=manifest.modalities,
         tasks=[
             TaskInfo(
@@ -68,11 +78,7 @@ def _detail(model: LoadedModel, repository: ModelRepository, settings: Settings)
         execution=ExecutionDetail(
             **asdict(model.session.execution), onnxruntime=build_description()
         ),
-        batching=BatchingInfo(
-            **model.batching.model_dump(),
-            max_queue=settings.batching.max_queue,
-            request_timeout_s=settings.batching.request_timeout_s,
-        ),
+        batching=model.batching,
         warmup_s=model.warmup_s,
         evaluation=manifest.evaluation,
         ood=_ood_info(manifest.ood),

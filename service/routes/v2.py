@@ -123,16 +123,10 @@ async def model_ready(model: ModelDep) -> ModelReadiness:
 
 @router.get(f"{MODEL}/config", summary="Model configuration")
 @router.get(f"{VERSION}/config", summary="Model configuration (a version)")
-async def model_config(model: ModelDep, settings: SettingsDep) -> dict[str, Any]:
+async def model_config(model: ModelDep) -> dict[str, Any]:
     """Triton's model configuration in JSON: max batch size, inputs (all optional), outputs,
     dynamic batching."""
-    return metadata.model_config(
-        model.manifest,
-        model.batching,
-        max_queue=settings.batching.max_queue,
-        timeout_s=settings.batching.request_timeout_s,
-        gpu=model.session.on_gpu,
-    )
+    return metadata.model_config(model.manifest, model.batching, gpu=model.session.on_gpu)
 
 
 @router.post(f"{MODEL}/infer", summary="Inference", openapi_extra=INFER_OPENAPI)

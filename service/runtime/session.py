@@ -54,7 +54,6 @@ class ModelSession:
         self.providers_in_use: list[str] = list(self._session.get_providers())
         names = [p if isinstance(p, str) else p[0] for p in providers]
         self.execution = ep.ExecutionInfo(names, self.providers_in_use)
-        self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
 
     @classmethod

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from service.manifest import BatchingSpec, Manifest, Modality, TensorSpec, TextRecipe
+from service.manifest import Manifest, Modality, TensorSpec, TextRecipe
+from service.settings import ModelBatching
 from service.v2 import datatypes
 from service.v2.schemas import MetadataTensor, ModelMetadata, ServerMetadata
 
@@ -48,9 +49,7 @@ def model_metadata(manifest: Manifest, versions: list[str]) -> ModelMetadata:
     )
 
 
-def model_config(
-    manifest: Manifest, batching: BatchingSpec, *, max_queue: int, timeout_s: float, gpu: bool
-) -> dict[str, Any]:
+def model_config(manifest: Manifest, batching: ModelBatching, *, gpu: bool) -> dict[str, Any]:
     return {
         "name": manifest.name,
         "platform": PLATFORM,
@@ -67,9 +66,9 @@ def model_config(
             "preserve_ordering": False,
             "default_queue_policy": {
                 "timeout_action": "REJECT",
-                "default_timeout_microseconds": round(timeout_s * 1_000_000),
+                "default_timeout_microseconds": round(batching.request_timeout_s * 1_000_000),
                 "allow_timeout_override": False,
-                "max_queue_size": max_queue,
+                "max_queue_size": batching.max_queue,
             },
         },
         "instance_group": [{"kind": "KIND_GPU" if gpu else "KIND_CPU", "count": 1}],

@@ -20,8 +20,8 @@ import jsonschema
 import pytest
 import yaml
 
-from service.deploy import nginx
 from service.settings import REPO_ROOT, Settings
+from tools import nginx
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 SCHEMA = REPO_ROOT / "deploy" / "compose-spec.json"

@@ -1,7 +1,7 @@
 """Failover behind nginx, with real replicas and real requests.
 
 Three replicas (``python -m service serve --workers 1``) and nginx with the repository's config
-start on loopback through :class:`service.deploy.replicas.Cluster`. A bounded load of multipart
+start on loopback through :class:`tools.replicas.Cluster`. A bounded load of multipart
 requests (image + audio + text) goes through nginx while one replica is sent SIGTERM and,
 later, another SIGKILL. Every request must get the answer a replica gives directly (but those
 in flight on the killed one, which nginx does not resend: a 503), the
@@ -23,10 +23,10 @@ from typing import Any
 import httpx
 import pytest
 
-from service.deploy.replicas import Cluster, nginx_binary
 from service.settings import REPO_ROOT
 from tests.service import media
 from tests.service.tiny_model import build_tiny_model
+from tools.replicas import Cluster, nginx_binary
 
 pytestmark = [
     pytest.mark.slow,

@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.deploy import nginx
-from service.deploy.replicas import free_port, nginx_binary, self_signed, start_nginx
+from tools import nginx
+from tools.ports import free_port
+from tools.replicas import nginx_binary, self_signed, start_nginx
 
 VALUES = {
     "NGINX_PORT": "127.0.0.1:8080",

@@ -18,19 +18,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.deploy.replicas import (
+from service.settings import REPO_ROOT
+from tests.logcheck import secret
+from tests.service.tiny_model import build_tiny_model
+from tools.ports import free_port
+from tools.replicas import (
     Child,
     Cluster,
     RateLimits,
     Tls,
-    free_port,
     nginx_binary,
     self_signed,
     start_nginx,
 )
-from service.settings import REPO_ROOT
-from tests.logcheck import secret
-from tests.service.tiny_model import build_tiny_model
 
 pytestmark = [
     pytest.mark.slow,

@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.deploy.replicas import free_port
 from service.settings import REPO_ROOT
 from tests.docs.console import console_blocks, mismatch
+from tools.ports import free_port
 
 pytestmark = pytest.mark.slow
 

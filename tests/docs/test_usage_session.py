@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from service.deploy.replicas import free_port
 from service.settings import REPO_ROOT
 from tests.docs.console import mismatch
+from tools.ports import free_port
 
 pytestmark = pytest.mark.slow
 

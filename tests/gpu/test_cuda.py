@@ -15,12 +15,12 @@ from fastapi.testclient import TestClient
 
 from scripts.gpu.parity import BATCH_SIZES, TOLERANCE, compare_model
 from service.app import create_app
-from service.bench.uploads import make_uploads
 from service.manifest import load_manifest
 from service.repository import scan
 from service.settings import Runtime
 from tests.gpu.conftest import CUDA_FIRST, MODELS
 from tests.service.conftest import DEFAULT_MODEL, make_settings, multipart
+from tools.bench.uploads import make_uploads
 
 
 @pytest.mark.parametrize("folder", scan(MODELS), ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -53,7 +53,8 @@ def model_folder(model_root: Path) -> Path:
 
 
 def make_settings(model_dir: Path, **overrides: object) -> Settings:
-    # One feature thread and one worker: the machine's cores are shared with other test runs.
+    # One worker process: the machine's cores are shared with other test runs. Two batch
+    # threads per model (the default is one), so these apps also run batches side by side.
     base: dict[str, object] = {
         "model_dir": model_dir,
         "workers": 1,

@@ -16,9 +16,10 @@ COMMANDS = [
     ["service"],
     ["service", "serve"],
     ["service", "bench"],
-    ["service.bench.profile"],
+    ["tools.bench"],
+    ["tools.bench.profile"],
     ["service.healthcheck"],
-    ["service.deploy.replicas"],
+    ["tools.replicas"],
     ["export"],
     *(["export", command] for command in EXPORT_COMMANDS),
 ]
@@ -52,5 +53,5 @@ def test_serve_help_says_what_the_batching_flags_override() -> None:
 
 
 def test_plain_removes_literals_and_roles() -> None:
-    doc = "``serve`` uses :mod:`service.bench.stacks` and :class:`~service.settings.Settings`."
-    assert plain(doc) == "serve uses service.bench.stacks and Settings."
+    doc = "``serve`` uses :mod:`service.cli` and :class:`~service.settings.Settings`."
+    assert plain(doc) == "serve uses service.cli and Settings."

@@ -19,9 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.deploy.replicas import free_port
 from service.settings import REPO_ROOT
 from tests.service.conftest import make_settings
+from tools.ports import free_port
 
 GRACE_S = 1.0
 

@@ -17,7 +17,6 @@ from pydantic import ValidationError
 
 from service.app import create_app
 from service.manifest import load_manifest
-from service.repository import _effective_batching
 from service.runtime import providers as ep
 from service.runtime.session import ModelSession
 from service.settings import Runtime, Settings
@@ -160,20 +159,23 @@ def test_a_gpu_build_whose_cuda_does_not_start_falls_back_with_the_loader_reason
 
 
 def test_gpu_batch_size_applies_only_on_a_gpu(model_folder: Path) -> None:
-    manifest = load_manifest(model_folder)
-    defaults = Settings(model_dir=model_folder)
-    assert _effective_batching(manifest, defaults, on_gpu=True).max_batch_size == 64
-    assert (
-        _effective_batching(manifest, defaults, on_gpu=False).max_batch_size
-        == manifest.batching.max_batch_size
-    )
-    explicit = Settings.model_validate({"batching": {"max_batch_size": 8}})
-    assert _effective_batching(manifest, explicit, on_gpu=True).max_batch_size == 8
-    manifest_only = Settings.model_validate({"batching": {"gpu_max_batch_size": None}})
-    assert (
-        _effective_batching(manifest, manifest_only, on_gpu=True).max_batch_size
-        == manifest.batching.max_batch_size
-    )
+    manifest = load_manifest(model_folder).batching
+    defaults = Settings(model_dir=model_folder).batching
+    assert defaults.for_model(manifest, on_gpu=True).max_batch_size == 64
+    assert defaults.for_model(manifest, on_gpu=False).max_batch_size == manifest.max_batch_size
+    explicit = Settings.model_validate({"batching": {"max_batch_size": 8}}).batching
+    assert explicit.for_model(manifest, on_gpu=True).max_batch_size == 8
+    manifest_only = Settings.model_validate({"batching": {"gpu_max_batch_size": None}}).batching
+    assert manifest_only.for_model(manifest, on_gpu=True).max_batch_size == manifest.max_batch_size
+
+
+def test_overrides_keep_the_manifest_wait_unless_set(model_folder: Path) -> None:
+    manifest = load_manifest(model_folder).batching
+    kept = Settings(model_dir=model_folder).batching.for_model(manifest, on_gpu=False)
+    assert kept.max_wait_ms == manifest.max_wait_ms
+    zero = Settings.model_validate({"batching": {"max_wait_ms": 0, "max_queue": 7}}).batching
+    overridden = zero.for_model(manifest, on_gpu=False)
+    assert (overridden.max_wait_ms, overridden.max_queue) == (0, 7)
 
 
 @pytest.mark.parametrize(

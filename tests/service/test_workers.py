@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.deploy.replicas import free_port
 from service.settings import REPO_ROOT
+from tools.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
-"""``python -m service bench``: arguments, the run, and where its output goes.
+"""``python -m service bench`` (or ``python -m tools.bench``): arguments, the run, the output.
 
-Only argparse at import time: ``service.cli`` imports :func:`add_arguments` to build its
-``bench`` subcommand without loading numpy or ONNX Runtime.
+No numpy or ONNX Runtime at import time, so that ``--help`` answers at once; the run imports
+them.
 """
 
 from __future__ import annotations
@@ -10,15 +10,40 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from service.bench.runner import Plan
+from tools.bench.plan import DEFAULT_MODEL, DEFAULT_REPOSITORY, QUICK, Options, Plan
 
-DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "onnx_models"
 TARGET_MISSED = 1  # the run completed but a target printed FAIL
 RUN_FAILED = 2  # no figures: a server, hey or the model could not run
+
+
+def _names(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _counts(value: str) -> tuple[int, ...]:
+    counts = tuple(int(v) for v in _names(value))
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("concurrencies must be positive integers")
+    return counts
+
+
+# Plan field -> its flag, parser and help; the default shown is the full run's (Plan()).
+_PLAN_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "concurrencies": ("--concurrency", _counts, "hey concurrencies, comma-separated"),
+    "load_seconds": ("--load-seconds", float, "seconds per load run"),
+    "soak_requests": ("--soak-requests", int, "requests in the soak"),
+    "ceiling_batch_size": ("--ceiling-batch-size", int, "ceiling's batch"),
+}
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-dir", type=Path, default=DEFAULT_REPOSITORY, help="model repository"
     )
-    parser.add_argument("--model", default="digits-xattn", help="model name in the repository")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model name in the repository")
     parser.add_argument(
         "--workers", type=int, help="service worker processes (default: the service's default)"
     )
@@ -44,36 +69,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ONNX Runtime providers for the service and the ceiling, comma-separated "
         "(default: the service's default, auto)",
     )
-    parser.add_argument(
-        "--concurrency", type=_counts, help="hey concurrencies, comma-separated (default 1,8,32)"
-    )
-    parser.add_argument("--load-seconds", type=float, help="seconds per load run (default 8)")
-    parser.add_argument("--soak-requests", type=int, help="requests in the soak (default 10000)")
-    parser.add_argument("--ceiling-batch-size", type=int, help="ceiling's batch (default 8)")
-
-
-def _names(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _counts(value: str) -> tuple[int, ...]:
-    counts = tuple(int(v) for v in _names(value))
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError("concurrencies must be positive integers")
-    return counts
+    full = Plan()
+    for name, (flag, parse, text) in _PLAN_FLAGS.items():
+        shown = _shown(getattr(full, name))
+        metavar = flag.removeprefix("--").upper().replace("-", "_")  # as without dest=
+        parser.add_argument(
+            flag, dest=name, type=parse, metavar=metavar, help=f"{text} (default {shown})"
+        )
 
 
 def _plan(args: argparse.Namespace) -> Plan:
-    from service.bench.runner import QUICK, Plan
-
-    changes = {
-        "concurrencies": args.concurrency,
-        "load_seconds": args.load_seconds,
-        "soak_requests": args.soak_requests,
-        "ceiling_batch_size": args.ceiling_batch_size,
-    }
+    """``--quick``'s plan or the full one, with the fields given on the command line."""
+    given = {name: getattr(args, name) for name in _PLAN_FLAGS}
     plan = QUICK if args.quick else Plan()
-    return dataclasses.replace(plan, **{k: v for k, v in changes.items() if v is not None})
+    return dataclasses.replace(plan, **{k: v for k, v in given.items() if v is not None})
 
 
 def exit_status(summary: dict[str, Any], *, no_fail: bool) -> int:
@@ -93,10 +102,10 @@ def exit_status(summary: dict[str, Any], *, no_fail: bool) -> int:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from service.bench.load import LoadGeneratorMissing
-    from service.bench.report import table
-    from service.bench.runner import Options, run
-    from service.bench.servers import ServerFailed
+    from tools.bench.load import LoadGeneratorMissing
+    from tools.bench.report import table
+    from tools.bench.runner import run
+    from tools.bench.servers import ServerFailed
 
     options = Options(
         plan=_plan(args),

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from service.bench.memory import parent_of, process_tree
+from tools.bench.memory import parent_of, process_tree
 
 _ESTABLISHED = "01"
 _LISTEN = "0A"

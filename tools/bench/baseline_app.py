@@ -3,7 +3,7 @@
 Run under gunicorn with one sync worker per core::
 
     MMSERVE_BENCH_MODEL=onnx_models/digits-xattn/1 \\
-        gunicorn -w 2 -k sync 'service.bench.baseline_app:create_app()'
+        gunicorn -w 2 -k sync 'tools.bench.baseline_app:create_app()'
 
 It uses the service's own feature functions (``extract_row``) and ``ModelSession`` with the
 same thread settings (one ONNX Runtime intra-op thread, BLAS at one thread), so the
@@ -21,9 +21,9 @@ from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from threadpoolctl import threadpool_limits
 
-from service.bench.model import InProcessModel, load_model
 from service.errors import ServiceError
 from service.manifest import Modality
+from tools.bench.model import InProcessModel, load_model
 
 MODEL_ENV = "MMSERVE_BENCH_MODEL"
 

@@ -23,8 +23,16 @@ class LoadGeneratorMissing(RuntimeError):
 
 @dataclass(frozen=True)
 class Body:
+    """One request body in a file, as hey sends it (``-D path -T content_type``)."""
+
     path: Path
     content_type: str
+
+    @classmethod
+    def write(cls, folder: Path, payload: bytes, content_type: str) -> Body:
+        path = folder / "body.multipart"
+        path.write_bytes(payload)
+        return cls(path, content_type)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -19,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.bench.memory import tree_rss_mb
+from tools.bench.memory import tree_rss_mb
 
 _POLL_S = 0.02
 
@@ -49,13 +48,6 @@ class RunningServer:
 
     def rss_mb(self) -> float:
         return tree_rss_mb(self.process.pid)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # No proxies: the benchmark only ever talks to 127.0.0.1, whatever http_proxy says.

@@ -11,16 +11,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-from service.bench import ceiling, memory
-from service.bench.connections import connections_per_worker
-from service.bench.load import (
+from service.settings import REPO_ROOT
+from tools.bench import ceiling, memory
+from tools.bench.connections import connections_per_worker
+from tools.bench.load import (
     Body,
     HeyResult,
     LoadRun,
@@ -29,55 +30,23 @@ from service.bench.load import (
     parse_summary,
     run_hey,
 )
-from service.bench.machine import load_average, machine_facts, usable_cores
-from service.bench.model import latest_version, load_model
-from service.bench.servers import RunningServer, ServerSpec, free_port, running
-from service.bench.targets import evaluate
-from service.bench.uploads import Uploads, make_uploads, multipart_body
-from service.settings import REPO_ROOT
+from tools.bench.machine import load_average, machine_facts, usable_cores
+from tools.bench.model import latest_version, load_model
+from tools.bench.plan import Options, Plan
+from tools.bench.servers import RunningServer, ServerSpec, running
+from tools.bench.targets import evaluate
+from tools.bench.uploads import Uploads, make_uploads, multipart_body
+from tools.ports import free_port
 
 PREDICT_PATH = "/v1/predict"
 BATCH_SIZE_ENV = "MMSERVE_BATCHING__MAX_BATCH_SIZE"
 # Connections are sampled this many times, 20 ms apart, keeping the most each worker held:
-# the baseline closes every connection after one answer (see service.bench.connections).
+# the baseline closes every connection after one answer (see tools.bench.connections).
 CONNECTION_SAMPLES = 10
 PROVIDERS_ENV = "MMSERVE_RUNTIME__PROVIDERS"
 # Thread pools every process under test starts with (see docs/benchmark.md).
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
-
-
-@dataclass(frozen=True)
-class Plan:
-    load_seconds: float = 8.0
-    warmup_requests: int = 500  # at the top concurrency, before each server's runs
-    concurrencies: tuple[int, ...] = (1, 8, 32)
-    ceiling_seconds: float = 5.0
-    ceiling_batch_size: int = 8
-    single_requests: int = 200
-    soak_requests: int = 10_000
-    soak_concurrency: int = 32
-    rss_sample_s: float = 0.25
-
-
-QUICK = Plan(
-    load_seconds=1.5,
-    warmup_requests=128,
-    ceiling_seconds=1.0,
-    single_requests=30,
-    soak_requests=600,
-)
-
-
-@dataclass
-class Options:
-    plan: Plan = field(default_factory=Plan)
-    quick: bool = False
-    repository: Path = REPO_ROOT / "onnx_models"
-    model: str = "digits-xattn"
-    workers: int | None = None  # None: the service's default
-    baseline: bool = True
-    providers: list[str] | None = None  # None: the service's default (auto), ceiling too
 
 
 # Other work on the machine above this 1-minute load per core makes figures incomparable.
@@ -140,7 +109,7 @@ def baseline_spec(model_dir: Path, *, port: int) -> ServerSpec:
     # gunicorn >= 24 opens a control socket in ~/.gunicorn shared by every instance.
     if _gunicorn_has("--no-control-socket"):
         command.append("--no-control-socket")
-    command.append("service.bench.baseline_app:create_app()")
+    command.append("tools.bench.baseline_app:create_app()")
     return ServerSpec("baseline", command, _clean_env({"MMSERVE_BENCH_MODEL": str(model_dir)}))
 
 
@@ -338,10 +307,7 @@ def run(options: Options) -> dict[str, Any]:
     summary.update(measure_ceiling(model_dir, uploads, plan, options.providers))
     with tempfile.TemporaryDirectory(prefix="mmserve-bench-") as tmp:
         tmp_dir = Path(tmp)
-        payload, content_type = multipart_body(uploads)
-        body_path = tmp_dir / "body.multipart"
-        body_path.write_bytes(payload)
-        body = Body(body_path, content_type)
+        body = Body.write(tmp_dir, *multipart_body(uploads))
         servers = _measure_servers(options, model_dir, body, tmp_dir)
     remeasure_ceiling(model_dir, uploads, plan, summary, options.providers)
     runs = [r for figures in servers for r in figures.runs]

@@ -1,9 +1,9 @@
-"""``python -m service.bench.profile``: where the service's workers spend a loaded run.
+"""``python -m tools.bench.profile``: where the service's workers spend a loaded run.
 
 Starts the service as the benchmark does, drives it with ``hey`` at one concurrency, records
 every worker twice at once with ``py-spy record --threads`` (``--idle``: wall time; ``--gil``:
 who holds the GIL) for a few seconds in the middle of the run, and prints
-:mod:`service.bench.stacks`' breakdown per worker. The raw stacks stay in ``--out`` for
+:mod:`tools.bench.stacks`' breakdown per worker. The raw stacks stay in ``--out`` for
 flame graphs (``flamegraph.pl`` or speedscope read them). Needs ``py-spy`` (``pip install
 py-spy``) and permission to ptrace the workers (root, or ``kernel.yama.ptrace_scope=0``).
 """
@@ -18,14 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.bench.cli import DEFAULT_REPOSITORY
-from service.bench.connections import connections_by_worker
-from service.bench.load import Body, hey_command, parse_summary, run_hey
-from service.bench.runner import PREDICT_PATH, Options, log, service_spec
-from service.bench.servers import free_port, running
-from service.bench.stacks import WorkerProfile, load_raw
-from service.bench.uploads import make_uploads, multipart_body
 from service.helptext import plain
+from tools.bench.connections import connections_by_worker
+from tools.bench.load import Body, hey_command, parse_summary, run_hey
+from tools.bench.plan import DEFAULT_MODEL, DEFAULT_REPOSITORY, Options
+from tools.bench.runner import PREDICT_PATH, log, service_spec
+from tools.bench.servers import running
+from tools.bench.stacks import WorkerProfile, load_raw
+from tools.bench.uploads import make_uploads, multipart_body
+from tools.ports import free_port
 
 _LEAD_IN_S = 1.5  # hey's connections settle before sampling starts
 
@@ -45,10 +46,7 @@ def _path(out_dir: Path, pid: int, view: str) -> Path:
 def profile(
     options: Options, out_dir: Path, *, seconds: float, concurrency: int, rate: int, batching: bool
 ) -> str:
-    uploads = make_uploads()
-    payload, content_type = multipart_body(uploads)
-    body = Body(out_dir / "body.multipart", content_type)
-    body.path.write_bytes(payload)
+    body = Body.write(out_dir, *multipart_body(make_uploads()))
     port = free_port()
     spec = service_spec(options, batching=batching, port=port)
     with running(spec, port, out_dir) as server:
@@ -83,7 +81,7 @@ def profile(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m service.bench.profile", description=plain(__doc__)
+        prog="python -m tools.bench.profile", description=plain(__doc__)
     )
     parser.add_argument("--seconds", type=float, default=8.0, help="sampling time")
     parser.add_argument("--concurrency", type=int, default=32)
@@ -91,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-batching", action="store_true")
     parser.add_argument("--out", type=Path, help="keep the raw stacks here (default: temporary)")
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_REPOSITORY)
-    parser.add_argument("--model", default="digits-xattn")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     args = parser.parse_args(argv)
     if shutil.which("py-spy") is None:
         print("profile: py-spy is not installed (pip install py-spy)", file=sys.stderr)

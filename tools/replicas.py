@@ -2,7 +2,7 @@
 
 The same topology as docker-compose.yml, for tests and for machines without Docker::
 
-    python -m service.deploy.replicas --replicas 3 --port 8080
+    python -m tools.replicas --replicas 3 --port 8080
 
 Each replica is one process (``--workers 1``) in a session of its own, so Ctrl-C reaches only
 this script, which then stops the replicas with SIGTERM (they drain in parallel) and nginx last
@@ -19,7 +19,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,9 +30,10 @@ from types import FrameType, TracebackType
 
 import httpx
 
-from service.deploy import nginx
 from service.helptext import plain
 from service.settings import REPO_ROOT, Settings
+from tools import nginx
+from tools.ports import free_port
 
 NGINX = "nginx"
 OPENSSL = "openssl"
@@ -41,14 +41,6 @@ OPENSSL = "openssl"
 
 class ClusterError(RuntimeError):
     """A replica or nginx did not start, or did not become ready in time."""
-
-
-def free_port() -> int:
-    # The port may be taken again before the child binds it; on loopback that is rare enough.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def nginx_binary() -> str | None:
@@ -320,9 +312,7 @@ def _stop_on_signals() -> Iterator[list[int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m service.deploy.replicas", description=plain(__doc__)
-    )
+    parser = argparse.ArgumentParser(prog="python -m tools.replicas", description=plain(__doc__))
     parser.add_argument("--replicas", type=int, default=2, help="serving processes (default 2)")
     parser.add_argument("--port", type=int, default=8080, help="nginx's port (default 8080)")
     args = parser.parse_args(argv)

@@ -10,18 +10,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from service.bench.cli import TARGET_MISSED, add_arguments, exit_status
-from service.bench.connections import connections_per_worker
-from service.bench.load import LoadRun, parse_summary
-from service.bench.memory import growth_pct
-from service.bench.runner import CONNECTION_SAMPLES
-from service.bench.stacks import EVENT_LOOP_C, IDLE, classify
-from service.bench.targets import TOP_CONCURRENCY, evaluate
-from service.bench.uploads import Uploads, multipart_body
+from tools.bench.cli import TARGET_MISSED, add_arguments, exit_status
+from tools.bench.connections import connections_per_worker
+from tools.bench.load import LoadRun, parse_summary
+from tools.bench.memory import growth_pct
+from tools.bench.runner import CONNECTION_SAMPLES
+from tools.bench.stacks import EVENT_LOOP_C, IDLE, classify
+from tools.bench.targets import TOP_CONCURRENCY, evaluate
+from tools.bench.uploads import Uploads, multipart_body
 
 HEY_SUMMARY = """
 Summary:
@@ -186,8 +187,9 @@ def test_connections_of_one_request_each_are_seen() -> None:
 def test_flags_shape_the_plan_and_the_service_settings() -> None:
     import argparse
 
-    from service.bench.cli import _plan, add_arguments
-    from service.bench.runner import QUICK, Options, service_spec
+    from tools.bench.cli import _plan, add_arguments
+    from tools.bench.plan import QUICK, Options
+    from tools.bench.runner import service_spec
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -203,3 +205,29 @@ def test_flags_shape_the_plan_and_the_service_settings() -> None:
     assert spec.env["MMSERVE_RUNTIME__PROVIDERS"] == "CUDAExecutionProvider,CPUExecutionProvider"
     with pytest.raises(SystemExit):
         parser.parse_args(["--concurrency", "0,32"])
+
+
+def test_help_shows_the_full_plans_defaults() -> None:
+    from tools.bench.plan import Plan
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    text = " ".join(parser.format_help().split())  # argparse wraps lines
+    full = Plan()
+    assert f"(default {','.join(map(str, full.concurrencies))})" in text
+    assert f"seconds per load run (default {full.load_seconds:g})" in text
+    assert f"requests in the soak (default {full.soak_requests})" in text
+
+
+def test_the_bench_measures_the_version_the_service_resolves(tmp_path: Path) -> None:
+    from tools.bench.model import latest_version
+
+    names = ["1", "1.9", "1.10", "2", "10", ".hidden", "11-no-manifest"]
+    for name in names:
+        (tmp_path / "m" / name).mkdir(parents=True)
+        if name != "11-no-manifest":
+            (tmp_path / "m" / name / "manifest.json").write_text("{}")
+    # The service's order (service.repository.version_key); hidden and unfinished folders skipped.
+    assert latest_version(tmp_path, "m").name == "10"
+    with pytest.raises(FileNotFoundError):
+        latest_version(tmp_path, "absent")

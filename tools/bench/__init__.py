@@ -1,4 +1,4 @@
-"""The benchmark: ``python -m service bench`` (see ``docs/benchmark.md``).
+"""The benchmark: ``python -m service bench`` or ``python -m tools.bench`` (docs/benchmark.md).
 
 One run measures, on the bundled default model and realistic uploads:
 
@@ -7,14 +7,16 @@ One run measures, on the bundled default model and realistic uploads:
 - :mod:`.memory`: resident memory after the runs and through a long soak;
 
 then :mod:`.targets` checks issue 4's targets and :mod:`.report` prints the table and JSON.
-:mod:`.runner` holds the sequence; :mod:`.servers` starts and stops the servers under test.
+:mod:`.runner` holds the sequence of a :mod:`.plan`; :mod:`.servers` starts and stops the servers
+under test. It drives the service from outside and runs from a source checkout only (see
+:mod:`tools`).
 """
 
 from __future__ import annotations
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``python -m service bench`` (imported lazily by ``service.cli``)."""
-    from service.bench.cli import main as cli_main
+    """Entry point for ``python -m service bench`` (imported by name by ``service.cli``)."""
+    from tools.bench.cli import main as cli_main
 
     return cli_main(argv)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from service.bench.load import LoadRun
+from tools.bench.load import LoadRun
 
 CEILING_SHARE = 0.85
 BASELINE_MULTIPLE = 2.0

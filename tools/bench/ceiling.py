@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 from threadpoolctl import threadpool_limits
 
-from service.bench.model import InProcessModel, load_model
-from service.bench.uploads import Uploads
+from tools.bench.model import InProcessModel, load_model
+from tools.bench.uploads import Uploads
 
 Layout = Literal["threads", "processes"]
 _WARMUP_BATCHES = 3

@@ -14,13 +14,13 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from service.features.text import load_tokenizer
-from service.manifest import Manifest, Modality, load_manifest
+from service.manifest import MANIFEST_FILENAME, Manifest, Modality, load_manifest
+from service.model_dir import scan
+from service.repository import version_key
 from service.runtime.extract import extract_row
 from service.runtime.rows import FeatureRow, collate, split_rows
 from service.runtime.session import ModelSession
 from service.settings import Limits, Runtime
-
-DEFAULT_MODEL = "digits-xattn"
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,13 @@ class InProcessModel:
 
 
 def latest_version(repository: Path, name: str) -> Path:
-    """``repository/name/<version>`` with the highest version (numeric versions by value)."""
-    versions = [p for p in (repository / name).iterdir() if (p / "manifest.json").is_file()]
+    """``repository/name/<version>``: the version the service answers ``name`` with."""
+    versions = [
+        p for p in scan(repository) if p.parent.name == name and (p / MANIFEST_FILENAME).is_file()
+    ]
     if not versions:
         raise FileNotFoundError(f"no model versions under {repository / name}")
-    return max(
-        versions, key=lambda p: (p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)
-    )
+    return max(versions, key=lambda p: version_key(p.name))
 
 
 def load_model(

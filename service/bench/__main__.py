@@ -1,3 +1,0 @@
-from service.bench.cli import main
-
-raise SystemExit(main())

@@ -1,1 +1,0 @@
-"""Running several replicas behind nginx without Docker (see docs/deployment.md)."""
