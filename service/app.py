@@ -23,7 +23,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from service import __version__, blas, docs, exception_handlers
 from service.auth import ApiKeyMiddleware, PublicPaths, describe_in_openapi
 from service.control import Control
-from service.fastpath import PredictFastPath
 from service.hosts import HostAllowlist, TrustedHostMiddleware
 from service.keys import KeyRing, key_ring
 from service.lifecycle import CloseWhenDraining, Lifecycle
@@ -32,6 +31,7 @@ from service.middleware import RequestIdMiddleware
 from service.reload import Reloader
 from service.repository import ModelRepository
 from service.routes import health, metrics, models, predict, v2, v2_base, v2_repository, web
+from service.routes.fastpath import UploadFastPath
 from service.runtime.threads import CpuRunner
 from service.settings import Settings
 
@@ -119,9 +119,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(v2_base.fallback_router(v2.router, v2_repository.router))  # the last
     # Added first, so innermost: inside the key check, CORS, the Host check, the metrics and
-    # the request id (service.fastpath). The key check runs before the fast path and after
+    # the request id (service.routes.fastpath). The key check runs before the fast path and after
     # CORS (a preflight carries no key).
-    app.add_middleware(PredictFastPath)
+    app.add_middleware(UploadFastPath)
     if app.state.keys is not None:
         public = PublicPaths(settings.auth)
         app.add_middleware(ApiKeyMiddleware, keys=app.state.keys, public=public)

@@ -1,7 +1,7 @@
 """The API key check: every request but the public ones must carry a valid key.
 
-A plain ASGI middleware in front of the predict fast path (:mod:`service.fastpath`) and the
-routes, so no route can be reached around it; it runs inside CORS, whose preflights carry no
+A plain ASGI middleware in front of the upload fast path (:mod:`service.routes.fastpath`) and
+the routes, so no route can be reached around it; it runs inside CORS, whose preflights carry no
 key. The key is read from ``X-API-Key: <key>`` or, if that header is absent,
 ``Authorization: Bearer <key>``. A request without a valid one is answered 401 with
 ``WWW-Authenticate: Bearer`` in the error shape of its API (:mod:`service.refusals`).

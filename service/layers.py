@@ -104,8 +104,8 @@ LAYERS: tuple[Layer, ...] = (
     ),
     Layer(
         "routes",
-        "the endpoints: dependencies, routers, the predict fast path",
-        ("service.deps", "service.fastpath", "service.routes.*"),
+        "the endpoints: dependencies, routers, the upload path and its fast path",
+        ("service.deps", "service.routes.*"),
     ),
     Layer("app", "the application factory and its lifespan", ("service.app",)),
     Layer(

@@ -34,6 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MANIFEST_FILENAME = "manifest.json"
 MODEL_FILENAME = "model.onnx"
 SCHEMA_VERSION: Literal[1] = 1
+# A model's name and each of its versions: folder names, and path segments and query values in
+# the routes (service.routes.params), which refuse what can never name a model.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 Modality = Literal["image", "audio", "text"]
 TensorDtype = Literal["float32", "float16", "int64", "int32", "bool"]
@@ -213,8 +216,8 @@ class Manifest(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     model_file: str = MODEL_FILENAME
     inputs: list[TensorSpec]

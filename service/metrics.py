@@ -208,8 +208,7 @@ class MetricsMiddleware:
     def _labels(self, scope: Scope) -> tuple[str, str]:
         route: Any = scope.get("route")
         state: dict[str, Any] = scope.get("state", {})
-        # service.fastpath answers without routing and names its route template in the state.
-        endpoint = getattr(route, "path", None) or state.get("endpoint") or "unmatched"
+        endpoint = getattr(route, "path", None) or "unmatched"
         params: dict[str, Any] = scope.get("path_params") or {}
         # Routes that resolve a model (the default one included) name it in the scope state.
         model = str(state.get("model") or "")

@@ -32,6 +32,7 @@ from starlette.requests import ClientDisconnect, Request
 from service.disconnect import timed_out
 from service.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.manifest import Modality
+from service.runtime.input_values import empty_file, text_value
 from service.settings import Limits
 
 if TYPE_CHECKING:  # a TypedDict that exists for type checkers only
@@ -178,18 +179,6 @@ async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
         ) from exc
 
 
-def _decode_text(part: _Part, limits: Limits) -> str:
-    try:
-        text = part.data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput("text is not valid UTF-8", field="text") from exc
-    if len(text) > limits.max_text_chars:
-        raise PayloadTooLarge(
-            f"text is {len(text)} characters; the limit is {limits.max_text_chars}", field="text"
-        )
-    return text
-
-
 _SEND_HINT: Final = "send text, an image or a sound, e.g. curl -F text=seven -F image=@digit.png"
 # Every image and audio format the service reads starts with bytes that are not printable text
 # (PNG \x89, JPEG \xff, RIFF and FLAC sizes with NULs...), so printable text is never a file.
@@ -202,10 +191,10 @@ def _finish(parts: dict[Modality, _Part], limits: Limits) -> Uploads:
     for name, part in parts.items():
         if not part.data:
             if part.filename:
-                raise InvalidInput(f"{name} file {part.filename[:64]!r} is empty", field=name)
+                raise empty_file(name, part.filename)
             continue  # an HTML form's empty input: not sent
         if name == "text":
-            uploads[name] = _decode_text(part, limits)
+            uploads[name] = text_value(part.data, limits)
         else:
             uploads[name] = _file_data(name, part)
     if not uploads:

@@ -7,7 +7,7 @@ from typing import TypedDict
 
 from fastapi import APIRouter
 
-from service.deps import ModelPath, RepositoryDep, SettingsDep, VersionQuery
+from service.deps import ModelDep, RepositoryDep, SettingsDep
 from service.manifest import FusionStrategy, Modality, OodSpec
 from service.repository import LoadedModel, ModelRepository
 from service.runtime.providers import build_description
@@ -109,8 +109,8 @@ async def list_models(repository: RepositoryDep) -> ModelList:
 
 @router.get("/{model}", summary="Describe a model", responses=error_responses(404, 422, 503))
 async def get_model(
-    model: ModelPath, repository: RepositoryDep, settings: SettingsDep, version: VersionQuery = None
+    model: ModelDep, repository: RepositoryDep, settings: SettingsDep
 ) -> ModelDetail:
     """Versions, tasks and labels, modalities and their feature recipes, input limits, the
     execution providers in use, batching, and the exporter's evaluation."""
-    return _detail(repository.get(model, version), repository, settings)
+    return _detail(model, repository, settings)

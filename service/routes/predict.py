@@ -1,35 +1,28 @@
-"""``POST /v1/predict``, ``POST /v1/models/{model}/predict`` and ``.../embed``.
+"""``POST /v1/predict``, ``POST /v1/models/{model}/predict`` and ``.../embed``: the upload routes.
 
-Handlers stay thin: the multipart body is parsed by a dependency (:mod:`service.uploads`),
-the work happens in :func:`service.inference.infer`, and the handler builds the response.
-The two predict routes are usually answered by :mod:`service.fastpath`, which resolves the
-same inputs without FastAPI's per-request machinery and calls the same
-:func:`answer_predict`; these routes answer whatever it passes on and describe the API in
-OpenAPI.
+Each route is an :class:`~service.routes.upload.UploadRoute` (template, query, answer) served
+by :func:`~service.routes.upload.serve_upload`. The fast path (:mod:`service.routes.fastpath`)
+serves the same routes without FastAPI's per-request machinery whenever their query is plain;
+the handlers here answer whatever it passes on, and describe the API in OpenAPI.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Final
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from service.deps import (
-    TOP_K_DEFAULT,
-    DefaultModelDep,
-    ModelDep,
-    TopKQuery,
-    UploadCall,
-    UploadCallDep,
-    UploadsDep,
-)
 from service.errors import InvalidInput
 from service.inference import Inference, contributions, ood, predictions
 from service.repository import LoadedModel
-from service.schemas import EmbedResponse, OodAssessment, PredictResponse, error_responses
-from service.uploads import OPENAPI_REQUEST_BODY, Uploads
+from service.routes.params import ModelName, ModelQuery, PredictQuery
+from service.routes.upload import RequestContext, UploadRoute, serve_upload
+from service.schemas import EmbedResponse, PredictResponse, error_responses
+from service.uploads import OPENAPI_REQUEST_BODY
 
-router = APIRouter(prefix="/v1", tags=["inference"])
+router = APIRouter(tags=["inference"])
 
 ERRORS = error_responses(400, 404, 413, 415, 422, 429, 500, 503, 504)
 
@@ -40,28 +33,18 @@ def _json(answer: BaseModel) -> Response:
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-async def answer_predict(
-    model: LoadedModel, uploads: Uploads, call: UploadCall, top_k: int
-) -> Response:
-    """The predict endpoints' work and answer, shared with :mod:`service.fastpath`."""
-    inference = await call.infer(model, uploads)
+def predict_answer(inference: Inference, context: RequestContext, query: PredictQuery) -> Response:
     verdict = ood(inference)
     if verdict is not None:
-        call.metrics.observe_ood(model.name, verdict.unsure)
-    return _predict_response(inference, call.request_id, top_k, verdict)
-
-
-def _predict_response(
-    inference: Inference, request_id: str, top_k: int, verdict: OodAssessment | None
-) -> Response:
+        context.metrics.observe_ood(inference.model.name, verdict.unsure)
     return _json(
         PredictResponse(
             model=inference.model.name,
             version=inference.model.version,
-            request_id=request_id,
+            request_id=context.request_id,
             modalities=inference.modalities,
             batch_size=inference.batch_size,
-            tasks=predictions(inference, top_k),
+            tasks=predictions(inference, query.top_k),
             ood=verdict,
             contributions=contributions(inference),
             timings_ms=inference.timings,
@@ -69,64 +52,70 @@ def _predict_response(
     )
 
 
+def _has_embedding(model: LoadedModel) -> None:
+    if model.manifest.embedding_output is None:
+        raise InvalidInput(f"model {model.name!r} has no embedding output")
+
+
+def embed_answer(inference: Inference, context: RequestContext, query: ModelQuery) -> Response:
+    output = inference.model.manifest.embedding_output
+    assert output is not None  # checked before the body was read (_has_embedding)
+    vector = inference.outputs[output].astype(float).ravel().tolist()
+    return _json(
+        EmbedResponse(
+            model=inference.model.name,
+            version=inference.model.version,
+            request_id=context.request_id,
+            modalities=inference.modalities,
+            batch_size=inference.batch_size,
+            dim=len(vector),
+            embedding=vector,
+            timings_ms=inference.timings,
+        )
+    )
+
+
+PREDICT: Final = UploadRoute("/v1/models/{model}/predict", PredictQuery, predict_answer)
+PREDICT_DEFAULT: Final = UploadRoute("/v1/predict", PredictQuery, predict_answer)
+EMBED: Final = UploadRoute("/v1/models/{model}/embed", ModelQuery, embed_answer, _has_embedding)
+UPLOAD_ROUTES: Final = (PREDICT, PREDICT_DEFAULT, EMBED)
+
+
 @router.post(
-    "/models/{model}/predict",
+    PREDICT.path,
     summary="Predict with a model",
     response_model=PredictResponse,
     responses=ERRORS,
     openapi_extra=OPENAPI_REQUEST_BODY,
 )
 async def predict(
-    model: ModelDep,
-    uploads: UploadsDep,
-    call: UploadCallDep,
-    top_k: TopKQuery = TOP_K_DEFAULT,
+    request: Request, model: ModelName, query: Annotated[PredictQuery, Query()]
 ) -> Response:
     """Every task's top label, its probability and the top-k list for the uploaded inputs."""
-    return await answer_predict(model, uploads, call, top_k)
+    return await serve_upload(request, PREDICT, model, query)
 
 
 @router.post(
-    "/predict",
+    PREDICT_DEFAULT.path,
     summary="Predict with the default model",
     response_model=PredictResponse,
     responses=ERRORS,
     openapi_extra=OPENAPI_REQUEST_BODY,
 )
-async def predict_default(
-    model: DefaultModelDep,
-    uploads: UploadsDep,
-    call: UploadCallDep,
-    top_k: TopKQuery = TOP_K_DEFAULT,
-) -> Response:
+async def predict_default(request: Request, query: Annotated[PredictQuery, Query()]) -> Response:
     """As `POST /v1/models/{model}/predict`, on the default model (see `GET /v1/models`)."""
-    return await answer_predict(model, uploads, call, top_k)
+    return await serve_upload(request, PREDICT_DEFAULT, None, query)
 
 
 @router.post(
-    "/models/{model}/embed",
+    EMBED.path,
     summary="Embed inputs with a model",
+    response_model=EmbedResponse,
     responses=ERRORS,
     openapi_extra=OPENAPI_REQUEST_BODY,
 )
 async def embed(
-    model: ModelDep,
-    uploads: UploadsDep,
-    call: UploadCallDep,
-) -> EmbedResponse:
+    request: Request, model: ModelName, query: Annotated[ModelQuery, Query()]
+) -> Response:
     """The model's fused representation of the uploaded inputs."""
-    output = model.manifest.embedding_output
-    if output is None:
-        raise InvalidInput(f"model {model.name!r} has no embedding output")
-    inference = await call.infer(model, uploads)
-    vector = inference.outputs[output].astype(float).ravel().tolist()
-    return EmbedResponse(
-        model=model.name,
-        version=model.version,
-        request_id=call.request_id,
-        modalities=inference.modalities,
-        batch_size=inference.batch_size,
-        dim=len(vector),
-        embedding=vector,
-        timings_ms=inference.timings,
-    )
+    return await serve_upload(request, EMBED, model, query)

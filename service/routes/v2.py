@@ -11,15 +11,17 @@ paths and wrong methods.
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from service import __version__
-from service.deps import ArrivalDep, CpuDep, MetricsDep, RepositoryDep, SettingsDep
+from service.deps import ArrivalDep, CpuDep, MetricsDep, ModelDep, RepositoryDep, SettingsDep
 from service.repository import LoadedModel
 from service.routes.v2_base import V2Route, read_body
 from service.runtime.rows import FeatureRow
+from service.runtime.threads import CpuRunner
+from service.settings import Limits
 from service.v2 import metadata
 from service.v2.annotations import row_flags
 from service.v2.binding import (
@@ -84,17 +86,6 @@ MODEL = "/models/{model}"
 VERSION = "/models/{model}/versions/{version}"
 
 
-async def get_model(
-    request: Request, repository: RepositoryDep, model: str, version: str | None = None
-) -> LoadedModel:
-    loaded = repository.get(model, version)
-    request.state.model = loaded.name  # for the metrics' model label
-    return loaded
-
-
-ModelDep = Annotated[LoadedModel, Depends(get_model)]
-
-
 @router.get("", summary="Server metadata")
 @router.get("/", include_in_schema=False)
 async def server_metadata() -> ServerMetadata:
@@ -151,7 +142,31 @@ async def infer(
     """An inference request: JSON, or JSON followed by binary tensor data (its length in the
     ``Inference-Header-Content-Length`` header). Send either raw BYTES inputs (``image``,
     ``audio``, ``text``) or the graph's feature tensors."""
-    limits = settings.limits
+    # Admitted before its body is read, as every upload is (service.routes.upload), holding no
+    # place in the queue meanwhile; then admitted as its number of rows (run_rows).
+    async with model.batcher.arriving():
+        decoded, rows = await _read_request(request, model, cpu, settings.limits)
+    outputs = resolve_outputs(decoded.outputs, model.manifest, decoded.binary_output)
+    results = await run_rows(model, rows, settings=settings, metrics=metrics, started=arrival)
+    carried = carried_modalities(rows, model.manifest)
+    flags = row_flags(model.manifest, model.ood, carried, results)
+    tensors = assemble_outputs(outputs, results, flags)
+    answer, json_length = await cpu.run(
+        encode_response, model.name, model.version, decoded.id, tensors
+    )
+    if json_length is None:
+        return Response(answer, media_type="application/json")
+    return Response(
+        answer,
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(json_length)},
+    )
+
+
+async def _read_request(
+    request: Request, model: LoadedModel, cpu: CpuRunner, limits: Limits
+) -> tuple[InferenceRequest, list[RawRow] | list[FeatureRow]]:
+    """The request's body read, decompressed, decoded (on the CPU runner) and bound to rows."""
     body = await read_body(request, limits.max_body_bytes)
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
     check = functools.partial(
@@ -174,22 +189,7 @@ async def infer(
         body,
         header_length,
     )
-    outputs = resolve_outputs(decoded.outputs, model.manifest, decoded.binary_output)
-    rows = await cpu.run(_bind, decoded, model)
-    results = await run_rows(model, rows, settings=settings, metrics=metrics, started=arrival)
-    carried = carried_modalities(rows, model.manifest)
-    flags = row_flags(model.manifest, model.ood, carried, results)
-    tensors = assemble_outputs(outputs, results, flags)
-    answer, json_length = await cpu.run(
-        encode_response, model.name, model.version, decoded.id, tensors
-    )
-    if json_length is None:
-        return Response(answer, media_type="application/json")
-    return Response(
-        answer,
-        media_type="application/octet-stream",
-        headers={HEADER_LENGTH: str(json_length)},
-    )
+    return decoded, await cpu.run(_bind, decoded, model)
 
 
 def _bind(request: InferenceRequest, model: LoadedModel) -> list[RawRow] | list[FeatureRow]:

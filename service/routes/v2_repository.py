@@ -14,8 +14,9 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ValidationError
 
-from service.deps import MODEL_NAME_PATTERN, ReloaderDep, SettingsDep
+from service.deps import ReloaderDep, SettingsDep
 from service.errors import BadRequest, InvalidInput
+from service.manifest import NAME_PATTERN
 from service.routes.v2_base import V2Route, read_body
 from service.v2.schemas import (
     ErrorBody,
@@ -33,7 +34,7 @@ router = APIRouter(
         "5XX": {"model": ErrorBody, "description": "503 starting or shutting down"},
     },
 )
-ModelName = Annotated[str, Path(description="A model folder's name.", pattern=MODEL_NAME_PATTERN)]
+ModelName = Annotated[str, Path(description="A model folder's name.", pattern=NAME_PATTERN)]
 Body = TypeVar("Body", bound=BaseModel)
 # A body is a few fields; refusing more bounds the JSON parsing a request can cause.
 MAX_BODY_BYTES = 64 * 1024

@@ -168,13 +168,19 @@ class Batcher:
             self._observer.rejected(error.code)
         return error
 
-    def _admit(self) -> None:
+    def admit(self, rows: int = 1) -> None:
+        """The one admission rule, for every API: refuse (429, counted) unless ``rows`` more
+        fit under ``max_queue``. A ``/v1`` request is one row, a V2 request as many as it
+        carries; each row is checked again as it is queued (:meth:`submit_job`)."""
         self._check_open()
-        if self.pending >= self.max_queue:
+        if self.pending + rows > self.max_queue:
+            several = ""
+            if rows > 1:  # a V2 request: say why it does not fit although places are free
+                several = f": this request's {rows} rows would pass batching.max_queue"
             raise self._refused(
                 Overloaded(
                     f"model {self.manifest.name!r} has {self.pending} requests queued "
-                    f"(limit {self.max_queue}); retry shortly"
+                    f"(limit {self.max_queue}){several}; retry shortly"
                 )
             )
 
@@ -189,7 +195,7 @@ class Batcher:
         out). It is counted so that a batch may wait for it and a retiring model version is
         not closed under it; that wait is at most ``max_wait_ms`` per batch.
         """
-        self._admit()
+        self.admit()
         self._incoming += 1
         try:
             yield
@@ -208,7 +214,7 @@ class Batcher:
 
         Jobs of one request with several rows share a ``group`` (any object), so that a batch
         takes only ``max_request_rows_per_batch`` of them."""
-        self._admit()
+        self.admit()
         loop = asyncio.get_running_loop()
         pending = _Pending(job, loop.create_future(), group)
         self._queue.append(pending)

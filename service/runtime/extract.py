@@ -14,11 +14,12 @@ from typing import Protocol
 import numpy as np
 from tokenizers import Tokenizer
 
-from service.errors import InvalidInput, PayloadTooLarge
+from service.errors import InvalidInput
 from service.features.audio import audio_features
 from service.features.image import image_features
 from service.features.text import encode_text
 from service.manifest import AudioRecipe, ImageRecipe, Manifest, Modality, TextRecipe
+from service.runtime.input_values import file_value, text_value
 from service.runtime.rows import FeatureRow
 from service.settings import Limits
 
@@ -42,30 +43,11 @@ class ExtractedRow:
 def _text_row(
     value: bytes | str, recipe: TextRecipe, tokenizer: Tokenizer | None, limits: Limits
 ) -> dict[str, np.ndarray]:
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidInput("text is not valid UTF-8", field="text") from exc
-    if len(value) > limits.max_text_chars:
-        raise PayloadTooLarge(
-            f"text has {len(value)} characters; the limit is {limits.max_text_chars}",
-            field="text",
-        )
+    text = text_value(value, limits)
     if tokenizer is None:
         raise InvalidInput("this model has no tokenizer", field="text")
-    ids, mask = encode_text(value, tokenizer, recipe)
+    ids, mask = encode_text(text, tokenizer, recipe)
     return {recipe.input_ids: ids, recipe.attention_mask: mask}
-
-
-def _binary(value: bytes | str, modality: Modality) -> bytes:
-    if isinstance(value, str):
-        raise InvalidInput(
-            f"{modality} must be uploaded as a file, not a text field", field=modality
-        )
-    if not value:
-        raise InvalidInput(f"{modality} file is empty", field=modality)
-    return value
 
 
 def extract_row(
@@ -91,7 +73,7 @@ def extract_row(
         if isinstance(recipe, TextRecipe):
             inputs[modality] = _text_row(value, recipe, source.tokenizer, limits)
         elif isinstance(recipe, ImageRecipe):
-            data = _binary(value, modality)
+            data = file_value(value, modality)
             pixels = image_features(
                 data,
                 recipe,
@@ -100,7 +82,7 @@ def extract_row(
             )
             inputs[modality] = {recipe.input: pixels}
         elif isinstance(recipe, AudioRecipe):
-            data = _binary(value, modality)
+            data = file_value(value, modality)
             coefficients = audio_features(
                 data,
                 recipe,

@@ -2,10 +2,11 @@
 
 Raw rows go through :func:`service.inference.infer`, exactly as a ``/v1`` upload does (feature
 extraction on the batcher's thread, just before the batch's inference); feature rows go to the
-batcher at once. All rows of a request are submitted together and counted against the queue
-limit as rows. Feature rows land in the same batch when it has room; raw rows (each a decode)
-share a :class:`~service.runtime.budget.DecodeBudget` (``limits.max_request_decode_ms`` of CPU
-for all their decoding) that also groups them, so a batch takes at most
+batcher at once. All rows of a request are submitted together, admitted by
+:meth:`~service.runtime.batching.Batcher.admit` as that many rows. Feature rows land in the same
+batch when it has room; raw rows (each a decode) share a
+:class:`~service.runtime.budget.DecodeBudget` (``limits.max_request_decode_ms`` of CPU for all
+their decoding) that also groups them, so a batch takes at most
 ``batching.max_request_rows_per_batch`` of them and other clients' requests get their turn in
 between.
 """
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Sequence
 
 import numpy as np
 
-from service.errors import Overloaded, ServiceError
+from service.errors import ServiceError
 from service.inference import infer
 from service.metrics import Metrics
 from service.repository import LoadedModel
@@ -38,13 +39,8 @@ async def run_rows(
     started: float,
 ) -> list[RowOutputs]:
     """Every row's outputs, in order; the first row's error fails the request."""
-    batcher = model.batcher
-    # Admitted as that many rows: each counts against max_queue, as a /v1 request does.
-    if batcher.pending + len(rows) > batcher.max_queue:
-        raise Overloaded(
-            f"model {model.name!r} has {batcher.pending} rows pending; {len(rows)} more "
-            f"would pass the limit of {batcher.max_queue} (batching.max_queue); retry shortly"
-        )
+    # Admitted as that many rows, by the rule every request meets (refusals counted alike).
+    model.batcher.admit(len(rows))
     # Shared by this request's rows: their decoding's CPU budget, and their group in the
     # batcher, so that a batch takes only its share of them.
     budget = DecodeBudget(settings.limits.max_request_decode_ms)

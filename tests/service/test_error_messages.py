@@ -1,7 +1,7 @@
 """Errors that say what to do, over real HTTP, the same on the fast path and FastAPI's routes.
 
 ``?top_k=%35`` ("5") sends a request down FastAPI's routes instead of the fast path (see
-``service.fastpath``), so each case is checked on both.
+``service.routes.fastpath``), so each case is checked on both.
 """
 
 from __future__ import annotations

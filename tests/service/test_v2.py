@@ -464,9 +464,13 @@ def test_full_queue_is_503(model_root: Path) -> None:
     body = json.dumps(_json_input("text", "BYTES", [2], ["one", "two"])).encode()
     with TestClient(create_app(settings)) as client:
         response = client.post(f"/v2/models/{DEFAULT_MODEL}/infer", content=body)
+        metrics = client.get("/metrics").text
     assert response.status_code == 503
     assert "retry shortly" in response.json()["error"]
     assert response.headers["Retry-After"]
+    # Counted as every refusal is, whichever API it came through.
+    counted = f'mmserve_rejected_requests_total{{model="{DEFAULT_MODEL}",reason="overloaded"}} 1.0'
+    assert counted in metrics.splitlines()
 
 
 def test_client_sees_the_message(triton: httpclient.InferenceServerClient) -> None:
