@@ -48,7 +48,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "FastAPI/Starlette (routing, deps, middleware)",
         (
             "fastapi/", "starlette/", "service/middleware.py", "service/deps.py",
-            "service/routes/", "service/exception_handlers.py", "service/fastpath.py",
+            "service/routes/", "service/exception_handlers.py",
         ),
     ),
     ("HTTP (uvicorn, httptools)", ("httptools", "uvicorn/protocols", "h11")),
